@@ -1,0 +1,258 @@
+"""Typed, validated ``params.yaml``.
+
+Every section of ``params.yaml`` maps to a frozen pydantic model below; the field descriptions are the
+documentation of each option. A stage calls :func:`load_stage_params` with the sections it reads (the same
+ones its ``dvc.yaml`` entry lists under ``params:``). Validation happens before any compute, and a bad value
+ends the stage with one line that names the key, the value and what is allowed::
+
+    synthgap: error: params.yaml: train_reference.classifier.train.lr = -0.1 is invalid (Input should be
+    greater than 0); set it to an allowed value
+
+Top-level keys that belong to no known section are rejected too, so a misspelt section is never ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import model_validator
+
+from synthgap.errors import UserError
+
+Float = Annotated[float, Strict()]
+
+DATASETS = (
+    "digits",
+    "cifar10",
+    "cifar100",
+    "fashion_mnist",
+    "cinic10",
+    "dermamnist",
+    "bloodmnist",
+    "imagefolder",
+    "npz",
+)
+DatasetName = Literal[
+    "digits", "cifar10", "cifar100", "fashion_mnist", "cinic10", "dermamnist", "bloodmnist", "imagefolder", "npz"
+]
+
+
+class Section(BaseModel):
+    """Base of every params section: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------- shared keys
+class DataConfig(Section):
+    name: DatasetName = Field("digits", description="Dataset; `digits` is embedded and needs no download.")
+    path: StrictStr | None = Field(
+        None,
+        description="Folder (or .npz file for `npz`) holding the raw files; null means data/raw/<name>. "
+        "Relative paths are taken from the repository root.",
+    )
+    download: StrictBool = Field(True, description="Download public datasets that are missing from `path`.")
+    image_size: StrictInt | None = Field(
+        None,
+        ge=4,
+        le=1024,
+        description="imagefolder only: resize the shorter side to this and centre-crop to a square. "
+        "Null keeps the files' size (all images must then share one size).",
+    )
+
+
+class TrackingConfig(Section):
+    uri: StrictStr | None = Field(
+        None, description="MLflow tracking URI; null means sqlite:///<repository root>/mlflow.db."
+    )
+
+
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")]
+
+
+# --------------------------------------------------------------------------------------------- classifiers
+class ModelConfig(Section):
+    arch: Literal["resnet20", "resnet110", "resnet50", "vit_b_32"] = Field(
+        "resnet20", description="resnet20/resnet110: CIFAR ResNets (6n+2); resnet50, vit_b_32: torchvision."
+    )
+    width: StrictInt = Field(
+        64, ge=1, le=1024, description="CIFAR ResNets: stage widths w, 2w, 4w (GaFi: 64; classic: 16)."
+    )
+    vit_image_size: StrictInt = Field(
+        224, ge=32, le=1024, multiple_of=32, description="vit_b_32: inputs are resized to this size."
+    )
+
+
+class TrainConfig(Section):
+    epochs: StrictInt = Field(100, ge=1, le=100_000)
+    batch_size: StrictInt = Field(128, ge=2, le=65_536)
+    lr: Float = Field(0.1, gt=0, le=10)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    nesterov: StrictBool = Field(True, description="Nesterov momentum (the GaFi code uses it).")
+    weight_decay: Float = Field(1e-4, ge=0, lt=1)
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: tuple[StrictInt, ...] = Field(
+        (60, 80), description="multistep: epochs at which lr is multiplied by `gamma`."
+    )
+    gamma: Float = Field(0.1, gt=0, le=1)
+    warmup_epochs: StrictInt = Field(0, ge=0, description="Linear lr warm-up from 0 over this many epochs.")
+    label_smoothing: Float = Field(0.0, ge=0, lt=1)
+    crop_padding: StrictInt = Field(4, ge=0, le=64, description="Zero-pad by this many pixels, then crop back.")
+    flip: StrictBool = Field(True, description="Random horizontal flip.")
+    cutout: StrictInt = Field(0, ge=0, le=256, description="Side of the zeroed square; 0 disables cutout.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32 for strict runs."
+    )
+    eval_batch_size: StrictInt = Field(1024, ge=1)
+    checkpoint_every: StrictInt = Field(
+        0, ge=0, description="Write resumable state every k epochs (0: only at the end)."
+    )
+
+    @model_validator(mode="after")
+    def _milestones_inside_run(self) -> TrainConfig:
+        if self.schedule == "multistep":
+            bad = [m for m in self.milestones if not 0 < m < self.epochs]
+            if bad:
+                raise ValueError(f"milestones {list(self.milestones)} must lie in 1..{self.epochs - 1} (epochs - 1)")
+            if list(self.milestones) != sorted(set(self.milestones)):
+                raise ValueError(f"milestones {list(self.milestones)} must be strictly increasing")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} must be smaller than epochs {self.epochs}")
+        return self
+
+
+class ClassifierConfig(Section):
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+# ------------------------------------------------------------------------------------------ stage sections
+class PrepareDataConfig(Section):
+    split_seed: StrictInt = Field(0, ge=0, description="Seed of the train/validation split and base subsets.")
+    val_size: StrictInt | None = Field(
+        None, ge=0, description="Validation images held out of train; null: as many as test (GaFi code)."
+    )
+    base_sizes: tuple[StrictInt, ...] = Field(
+        (), description="Sizes of the class-proportional base subsets of the train split (Equivalence)."
+    )
+
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> PrepareDataConfig:
+        bad = [s for s in self.base_sizes if s <= 0]
+        if bad:
+            raise ValueError(f"base_sizes must be positive, got {bad}")
+        return self
+
+
+class TrainReferenceConfig(Section):
+    classifier: ClassifierConfig = ClassifierConfig()
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "prepare_data": PrepareDataConfig,
+    "train_reference": TrainReferenceConfig,
+}
+COMMON_KEYS = ("seed", "device", "data", "tracking")
+
+
+class CommonParams(Section):
+    seed: StrictInt = Field(0, ge=0, description="Run seed: initialisation, shuffling, augmentation.")
+    device: Device = Field("auto", description="auto picks cuda when available, else cpu.")
+    data: DataConfig = DataConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+S = TypeVar("S", bound=Section)
+
+
+@dataclass(frozen=True)
+class StageParams(Generic[S]):
+    """What one stage reads: the shared keys plus its own section."""
+
+    stage: str
+    seed: int
+    device: str
+    data: DataConfig
+    tracking: TrackingConfig
+    section: S
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys for MLflow, e.g. ``train_reference.classifier.train.lr``."""
+        tree = {
+            "seed": self.seed,
+            "device": self.device,
+            "data": self.data.model_dump(),
+            "tracking": self.tracking.model_dump(),
+            self.stage: self.section.model_dump(),
+        }
+        return flatten(tree)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def read_params_file(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
+    """Read a params file with YAML 1.2 rules (as DVC does: ``1e-4`` is a float, ``yes`` a string)."""
+    from ruamel.yaml import YAML, YAMLError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found", "run the stage from the repository root, where params.yaml lives")
+    try:
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
+    except YAMLError as err:
+        problem = str(err).strip().splitlines()[0]
+        raise UserError(f"{path} is not valid YAML ({problem})", "fix the syntax at the line it names") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must hold a mapping of sections", "see the params.yaml in the repository")
+    return raw
+
+
+def validate_section(model: type[S], raw: Any, where: str, source: str = "params.yaml") -> S:
+    try:
+        return model.model_validate({} if raw is None else raw)
+    except ValidationError as err:
+        raise _one_line(err, where, source) from None
+
+
+def load_stage_params(stage: str, path: str | os.PathLike = "params.yaml") -> StageParams:
+    """Validate the shared keys and ``stage``'s section of the params file, rejecting unknown sections."""
+    raw = read_params_file(path)
+    known = set(COMMON_KEYS) | set(SECTIONS)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UserError(
+            f"{Path(path).name}: unknown key '{unknown[0]}'",
+            f"remove it or fix the spelling (known top-level keys: {', '.join(sorted(known))})",
+        )
+    common = validate_section(CommonParams, {k: raw[k] for k in COMMON_KEYS if k in raw}, "", Path(path).name)
+    section = validate_section(SECTIONS[stage], raw.get(stage), f"{stage}.", Path(path).name)
+    return StageParams(stage, common.seed, common.device, common.data, common.tracking, section)
+
+
+def _one_line(err: ValidationError, where: str, source: str) -> UserError:
+    first = err.errors()[0]
+    key = where + ".".join(str(part) for part in first["loc"])
+    key = key.rstrip(".") or where.rstrip(".")
+    if first["type"] == "extra_forbidden":
+        return UserError(f"{source}: unknown key '{key}'", "remove it or fix the spelling")
+    if first["type"] == "missing":
+        return UserError(f"{source}: missing key '{key}'", "add it (see the params.yaml in the repository)")
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error":
+        return UserError(f"{source}: {key} is invalid ({message})", "set it to an allowed value")
+    return UserError(f"{source}: {key} = {first.get('input')!r} is invalid ({message})", "set it to an allowed value")

@@ -1,0 +1,108 @@
+"""Repository-root discovery and atomic file writes.
+
+Everything a stage writes goes through the ``atomic_*`` helpers: the data is written to a temporary file in
+the destination folder and renamed over the target, so a crash never leaves a half-written output and a
+failed run never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_DVC_TMP_WORKSPACE = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+
+
+def workspace_root() -> Path:
+    """Where this stage reads params and writes its outputs: ``DVC_ROOT`` inside DVC, else the nearest
+    parent of the current directory holding ``.dvc`` or ``.git`` (the current directory when none)."""
+    env_root = os.environ.get("DVC_ROOT")
+    if env_root:
+        return Path(env_root).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".dvc").is_dir() or (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def repo_root() -> Path:
+    """The repository that shared state is anchored at: the MLflow database and artifacts, resumable
+    training state and raw data.
+
+    A queued ``dvc exp run`` executes in a temporary copy under ``<root>/.dvc/tmp/exps/``; shared state
+    must land in the real root, so that part is stripped.
+    """
+    text = str(workspace_root()) + os.sep
+    if _DVC_TMP_WORKSPACE in text:
+        return Path(text.split(_DVC_TMP_WORKSPACE)[0])
+    return Path(text.rstrip(os.sep) or os.sep)
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it over ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(target: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_save_npz(target: str | os.PathLike, **arrays: np.ndarray) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def atomic_write_with(target: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` and move the result to ``target`` (for figures, torch files, CSVs)."""
+    with atomic_path(target) as tmp:
+        write(tmp)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_write_csv(target: str | os.PathLike, rows: list[dict]) -> None:
+    """Rows of dicts as CSV; the columns are the union of the keys, in first-seen order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(target, buffer.getvalue())

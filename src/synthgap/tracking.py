@@ -1,0 +1,238 @@
+"""MLflow and DVC-metrics bookkeeping shared by every stage.
+
+A stage opens one :class:`StageRun`::
+
+    with StageRun(params, experiment="common") as run:
+        ...compute...
+        run.log_metrics({"test_top1": 97.1})
+        run.log_artifact(path_to_figure)
+
+which, in order:
+
+1. resolves the tracking URI (``tracking.uri``, or ``sqlite:///<repository root>/mlflow.db``; relative
+   paths are anchored at the repository root, never at a DVC temporary workspace) and checks that it is
+   reachable *before* any compute;
+2. creates the database and the experiment under a file lock, so parallel runs (``dvc queue start -j N``)
+   never race on the first migration or on experiment creation;
+3. starts a run named after the stage in the paper's experiment, logs the stage's params flattened, and
+   tags the dataset, git commit and ``DVC_EXP_NAME``;
+4. on success writes the metrics plus the MLflow run id to ``reports/metrics/<stage>.json`` (a DVC metrics
+   file: DVC's run-cache may skip a stage, and then nothing would reach MLflow) and marks the run FINISHED;
+   on failure marks it FAILED and leaves the previous metrics file alone.
+
+Grid stages open one child run per grid point with :meth:`StageRun.child` (nested under the stage's run).
+Nothing below the stage scripts talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from synthgap.errors import UserError
+from synthgap.paths import atomic_write_json, repo_root, workspace_root
+
+EXPERIMENTS = ("common", "gafi", "realfake", "equivalence")
+_MAX_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+
+
+def resolve_tracking_uri(uri: str | None, root: Path | None = None) -> str:
+    """An absolute tracking URI: null -> sqlite at the root; relative sqlite/file paths anchored at root."""
+    root = (root or repo_root()).resolve()
+    if uri is None:
+        return f"sqlite:///{root / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :])
+        return f"sqlite:///{path if path.is_absolute() else root / path}"
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("http", "https", "databricks", "postgresql", "mysql", "mssql") or parsed.scheme.startswith(("postgresql+", "mysql+")):
+        return uri
+    if parsed.scheme == "file":
+        path = Path(parsed.path)
+        return (path if path.is_absolute() else root / path).as_uri()
+    if parsed.scheme == "":
+        path = Path(uri)
+        return (path if path.is_absolute() else root / path).as_uri()
+    raise UserError(f"tracking.uri '{uri}' has an unsupported scheme", "use null, sqlite:///..., http(s)://... or a folder")
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any compute, when the tracking store cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (user-configured URL)
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise UserError(
+                f"MLflow tracking server {uri} is unreachable ({reason})",
+                "start it (mlflow server --host 127.0.0.1 ...) or set tracking.uri: null for the local database",
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        parent = Path(uri[len("sqlite:///") :]).parent
+        if not parent.is_dir():
+            raise UserError(f"the folder {parent} of tracking database {uri} does not exist", "create it or fix tracking.uri")
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock next to a local SQLite database (no-op for servers)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///") :]).with_suffix(".db.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _quiet_mlflow_logs() -> None:
+    for name in ("alembic", "mlflow", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def get_client(uri: str):
+    """An MlflowClient for ``uri``; the local database is created (migrated) once, under the lock."""
+    _quiet_mlflow_logs()
+    from mlflow.tracking import MlflowClient
+
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates and migrates a new SQLite database
+    return client
+
+
+def ensure_experiment(client, uri: str, name: str, root: Path) -> str:
+    from mlflow.exceptions import MlflowException
+
+    with _store_lock(uri):
+        existing = client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        local = uri.startswith(("sqlite:", "file:"))
+        location = (root / "mlartifacts" / name).as_uri() if local else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by another process on a server
+            return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _as_param(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+class _Run:
+    """Logging calls bound to one MLflow run."""
+
+    def __init__(self, client, run_id: str):
+        self.client = client
+        self.run_id = run_id
+        self.metrics: dict[str, float] = {}
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _as_param(v)) for k, v in params.items()]
+        for start in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(self.run_id, params=items[start : start + _MAX_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log numeric metrics (non-numeric values are skipped); the last value of each key is kept."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        items = [Metric(k, v, now, step or 0) for k, v in numeric.items()]
+        for start in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[start : start + _MAX_BATCH])
+        if step is None:
+            self.metrics.update(numeric)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, _as_param(value))
+
+
+class StageRun(_Run):
+    """The MLflow run of one stage, plus its DVC metrics file (see the module docstring)."""
+
+    def __init__(self, params, experiment: str, *, root: Path | None = None, metrics_dir: Path | None = None):
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment must be one of {EXPERIMENTS}")
+        self.params = params
+        self.stage = params.stage
+        self.experiment = experiment
+        self.root = root or repo_root()
+        self.metrics_path = (metrics_dir or workspace_root() / "reports" / "metrics") / f"{self.stage}.json"
+        self.uri = resolve_tracking_uri(params.tracking.uri, self.root)
+
+    def __enter__(self) -> StageRun:
+        check_reachable(self.uri)
+        client = get_client(self.uri)
+        experiment_id = ensure_experiment(client, self.uri, self.experiment, self.root)
+        tags = {"synthgap.stage": self.stage, "synthgap.dataset": self.params.data.name}
+        commit = git_commit(self.root)
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        if os.environ.get("DVC_EXP_NAME"):
+            tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+        run = client.create_run(experiment_id, run_name=self.stage, tags=tags)
+        super().__init__(client, run.info.run_id)
+        self.log_params(self.params.flat())
+        return self
+
+    @contextmanager
+    def child(self, name: str, params: Mapping[str, Any]) -> Iterator[_Run]:
+        """A nested run (one grid point): params logged up front, FINISHED or FAILED at the end."""
+        run = self.client.create_run(
+            self.client.get_run(self.run_id).info.experiment_id,
+            run_name=name,
+            tags={
+                "mlflow.parentRunId": self.run_id,
+                "synthgap.stage": self.stage,
+                "synthgap.dataset": self.params.data.name,
+            },
+        )
+        child = _Run(self.client, run.info.run_id)
+        child.log_params(params)
+        try:
+            yield child
+        except BaseException:
+            self.client.set_terminated(child.run_id, status="FAILED")
+            raise
+        self.client.set_terminated(child.run_id, status="FINISHED")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.client.set_terminated(self.run_id, status="KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+            return
+        atomic_write_json(self.metrics_path, {**self.metrics, "mlflow_run_id": self.run_id})
+        self.client.set_terminated(self.run_id, status="FINISHED")

@@ -1,0 +1,36 @@
+"""Stage prepare_data: load the raw dataset, split train/validation, draw base subsets.
+
+Writes ``data/processed/{dataset.npz, base_subsets.npz, info.json}`` (see ``synthgap.data.processed``).
+"""
+
+from __future__ import annotations
+
+from synthgap.config import load_stage_params
+from synthgap.data import load_dataset, save_processed
+from synthgap.data.processed import build_processed
+from synthgap.data.sources import raw_path
+from synthgap.errors import run_main
+from synthgap.paths import repo_root, workspace_root
+from synthgap.tracking import StageRun
+
+STAGE = "prepare_data"
+
+
+def main() -> None:
+    workspace = workspace_root()
+    params = load_stage_params(STAGE, workspace / "params.yaml")
+    cfg = params.section
+    with StageRun(params, experiment="common") as run:
+        source = raw_path(params.data.name, params.data.path, repo_root())
+        dataset = load_dataset(params.data.name, source, params.data.download, params.data.image_size)
+        data = build_processed(dataset, cfg.val_size, cfg.base_sizes, cfg.split_seed)
+        out = workspace / "data" / "processed"
+        save_processed(data, out)
+        info = data.info()
+        run.log_metrics({f"n_{split}": n for split, n in info["sizes"].items()} | {"num_classes": data.num_classes})
+        run.log_artifact(out / "info.json")
+        print(f"{STAGE}: {data.name} {info['image_shape']} sizes {info['sizes']} base subsets {info['base_sizes']}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,37 @@
+"""Shared fixtures: small fabricated data and fast training settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthgap.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def fast_train() -> TrainConfig:
+    """A few epochs, constant lr, no augmentation, fp32: for behaviour tests that must run in seconds."""
+    return TrainConfig(
+        epochs=3, batch_size=32, lr=0.05, schedule="constant", milestones=(), crop_padding=0, flip=False,
+        weight_decay=0.0, precision="fp32",
+    )
+
+
+def separable_images(n_per_class: int, num_classes: int = 4, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Class c lights up horizontal band c of the image, plus noise: linearly separable uint8 NHWC data."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(num_classes), n_per_class)
+    x = rng.integers(0, 60, size=(len(y), size, size, 1)).astype(np.uint8)
+    band = size // num_classes
+    for c in range(num_classes):
+        x[y == c, c * band : (c + 1) * band] = 220
+    perm = rng.permutation(len(y))
+    return x[perm], y[perm].astype(np.int64)

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from synthgap.data.processed import build_processed, load_processed, save_processed
+from synthgap.data.sources import ImageDataset
+from synthgap.data.splits import class_quotas, proportional_subset, stratified_split
+from synthgap.errors import UserError
+
+LABELS = np.repeat(np.arange(4), [50, 30, 15, 5])  # imbalanced, like DermaMNIST
+
+
+def test_quotas_are_proportional_sum_exactly_and_keep_every_class():
+    np.testing.assert_array_equal(class_quotas(LABELS, 4), [1, 1, 1, 1])
+    for size in (4, 10, 37, 100):
+        quota = class_quotas(LABELS, size)
+        assert quota.sum() == size and quota.min() >= 1
+        assert np.all(quota <= np.bincount(LABELS))
+    np.testing.assert_array_equal(class_quotas(LABELS, 50), [25, 15, 8, 2])
+
+
+def test_subset_sizes_out_of_range_are_user_errors():
+    with pytest.raises(UserError, match="smaller than the number of classes"):
+        class_quotas(LABELS, 3)
+    with pytest.raises(UserError, match="larger than the training split"):
+        class_quotas(LABELS, 101)
+
+
+def test_subsets_are_deterministic_and_grow_by_prefix():
+    a, b = proportional_subset(LABELS, 40, seed=1), proportional_subset(LABELS, 40, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, proportional_subset(LABELS, 40, seed=2))
+    assert set(proportional_subset(LABELS, 20, 1)) <= set(a)
+
+
+def test_stratified_split_holds_out_in_class_proportion():
+    train, val = stratified_split(LABELS, 20, seed=0)
+    assert len(val) == 20 and len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 100
+    np.testing.assert_array_equal(np.bincount(LABELS[val]), [10, 6, 3, 1])
+    with pytest.raises(UserError, match="val_size"):
+        stratified_split(LABELS, 99, seed=0)
+
+
+def test_processed_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    ds = ImageDataset("toy", ("a", "b", "c", "d"), rng.integers(0, 255, (100, 4, 4, 1), dtype=np.uint8), LABELS,
+                      np.zeros((8, 4, 4, 1), np.uint8), np.arange(8) % 4)
+    data = build_processed(ds, val_size=None, base_sizes=(10, 20), split_seed=0)
+    assert len(data.y_val) == 8  # GaFi rule: as many validation images as test images
+    save_processed(data, tmp_path)
+    back = load_processed(tmp_path)
+    np.testing.assert_array_equal(back.x_train, data.x_train)
+    assert sorted(back.base_subsets) == [10, 20] and back.classes == ds.classes
+    assert back.info()["class_counts"]["val"] == [4, 2, 1, 1]
+    with pytest.raises(UserError, match="base_sizes"):
+        build_processed(ds, val_size=8, base_sizes=(1000,), split_seed=0)

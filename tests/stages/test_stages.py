@@ -1,0 +1,128 @@
+"""The stage scripts run as a user runs them: a process in a workspace holding params.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+TINY = """seed: 0
+device: cpu
+data:
+  name: {name}
+  path: {path}
+prepare_data:
+  val_size: 100
+  base_sizes: [50]
+train_reference:
+  classifier:
+    model: {{arch: resnet20, width: 4}}
+    train: {{epochs: 2, batch_size: 64, milestones: [1], crop_padding: 1, flip: false}}
+"""
+
+
+def run_stage(stage: str, workspace: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}", *extra], cwd=workspace, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def workspace(tmp_path: Path, name: str = "digits", path: str = "null", **edits: str) -> Path:
+    text = TINY.format(name=name, path=path)
+    for old, new in edits.items():
+        text = text.replace(old, new)
+    (tmp_path / "params.yaml").write_text(text)
+    return tmp_path
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr
+    assert lines[-1].startswith("synthgap: error: ") and "; " in lines[-1]
+    assert not [line for line in lines if line.startswith("synthgap: error")][:-1]
+    for needle in needles:
+        assert needle in lines[-1]
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    ws = workspace(tmp_path_factory.mktemp("ws"))
+    for stage in ("prepare_data", "train_reference"):
+        proc = run_stage(stage, ws)
+        assert proc.returncode == 0, proc.stderr
+    return ws
+
+
+def test_prepare_and_train_write_outputs_metrics_and_mlflow_runs(trained):
+    info = json.loads((trained / "data" / "processed" / "info.json").read_text())
+    assert info["sizes"] == {"train": 1247, "val": 100, "test": 450} and info["base_sizes"] == [50]
+    assert (trained / "models" / "train_reference" / "classifier.pt").is_file()
+    for name in ("history.csv", "per_class.csv", "curves.png", "per_class.png"):
+        assert (trained / "reports" / "train_reference" / name).is_file()
+    metrics = json.loads((trained / "reports" / "metrics" / "train_reference.json").read_text())
+    assert 0 <= metrics["test_top1"] <= 100 and len(metrics["mlflow_run_id"]) == 32
+    assert (trained / "mlflow.db").is_file()
+
+
+def snapshot(ws: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file() and "mlflow" not in p.name and "mlartifacts" not in str(p)}
+
+
+BOTH = ("prepare_data", "train_reference")
+
+
+@pytest.mark.parametrize(
+    "edit,stages,needles",
+    [
+        ({"name: digits": "name: nosuch"}, BOTH, ("data.name = 'nosuch'",)),
+        ({"batch_size: 64": "batch_size: 64, lr: -0.1"}, ("train_reference",), ("lr = -0.1", "greater than 0")),
+        ({"seed: 0": "seed: 0\nsede: 1"}, BOTH, ("unknown key 'sede'",)),
+        ({"width: 4": "width: 4, depth: 20"}, ("train_reference",), ("unknown key 'train_reference.classifier.model.depth'",)),
+        ({"val_size: 100": "val_size: 100000"}, ("prepare_data",), ("val_size = 100000", "choose 0 or a value")),
+        ({"base_sizes: [50]": "base_sizes: [5]"}, ("prepare_data",), ("subset size 5 is smaller than the number of classes",)),
+        ({"base_sizes: [50]": "base_sizes: [-5]"}, ("prepare_data",), ("base_sizes must be positive",)),
+    ],
+)
+def test_bad_params_end_with_one_line_and_touch_nothing(trained, edit, stages, needles):
+    before = snapshot(trained)
+    original = (trained / "params.yaml").read_text()
+    try:
+        text = original
+        for old, new in edit.items():
+            text = text.replace(old, new)
+        (trained / "params.yaml").write_text(text)
+        for stage in stages:
+            assert_one_error_line(run_stage(stage, trained), *needles)
+    finally:
+        (trained / "params.yaml").write_text(original)
+    assert snapshot(trained) == before
+
+
+def test_missing_and_truncated_npz(tmp_path):
+    ws = workspace(tmp_path, name="npz", path="data/mine.npz")
+    assert_one_error_line(run_stage("prepare_data", ws), "mine.npz", "no such file")
+    rng = np.random.default_rng(0)
+    (ws / "data").mkdir()
+    np.savez(ws / "data" / "mine.npz", x_train=rng.integers(0, 255, (300, 8, 8), dtype=np.uint8), y_train=np.arange(300) % 3,
+             x_test=np.zeros((30, 8, 8), np.uint8), y_test=np.arange(30) % 3)
+    raw = (ws / "data" / "mine.npz").read_bytes()
+    (ws / "data" / "mine.npz").write_bytes(raw[: len(raw) // 3])
+    assert_one_error_line(run_stage("prepare_data", ws), "truncated or corrupt")
+    assert not (ws / "data" / "processed").exists()
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    ws = workspace(tmp_path, name="nosuch")
+    proc = run_stage("prepare_data", ws, "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

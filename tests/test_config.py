@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import pytest
+
+from synthgap.config import (
+    SECTIONS,
+    PrepareDataConfig,
+    TrainConfig,
+    TrainReferenceConfig,
+    load_stage_params,
+    validate_section,
+)
+from synthgap.errors import UserError
+from tests.conftest import REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path, stage: str = "train_reference") -> str:
+    with pytest.raises(UserError) as info:
+        load_stage_params(stage, path)
+    return info.value.line()
+
+
+def test_repository_params_are_valid_for_every_stage():
+    for stage in SECTIONS:
+        params = load_stage_params(stage, REPO / "params.yaml")
+        assert params.stage == stage
+        assert params.data.name == "digits"
+
+
+def test_defaults_follow_the_gafi_recipe():
+    cfg = TrainConfig()
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (100, 128, 0.1, 0.9, 1e-4)
+    assert cfg.milestones == (60, 80) and cfg.gamma == 0.1 and cfg.crop_padding == 4 and cfg.flip
+
+
+def test_yaml_1_2_numbers_are_floats(tmp_path):
+    params = load_stage_params("train_reference", write(tmp_path, "train_reference:\n  classifier:\n    train:\n      weight_decay: 1e-4\n"))
+    assert params.section.classifier.train.weight_decay == pytest.approx(1e-4)
+
+
+def test_unknown_nested_key_is_named(tmp_path):
+    line = error_of(write(tmp_path, "train_reference:\n  classifier:\n    train:\n      lrr: 0.1\n"))
+    assert line.startswith("synthgap: error: params.yaml: unknown key 'train_reference.classifier.train.lrr'")
+
+
+def test_unknown_top_level_key_is_rejected(tmp_path):
+    line = error_of(write(tmp_path, "trian_reference: {}\n"))
+    assert "unknown key 'trian_reference'" in line and "known top-level keys" in line
+
+
+def test_negative_learning_rate_names_key_value_and_range(tmp_path):
+    line = error_of(write(tmp_path, "train_reference:\n  classifier:\n    train:\n      lr: -0.1\n"))
+    assert "train_reference.classifier.train.lr = -0.1" in line
+    assert "greater than 0" in line
+
+
+def test_wrong_type_is_rejected(tmp_path):
+    line = error_of(write(tmp_path, "train_reference:\n  classifier:\n    train:\n      epochs: ten\n"))
+    assert "epochs = 'ten'" in line and "valid integer" in line
+    line = error_of(write(tmp_path, "train_reference:\n  classifier:\n    train:\n      flip: 1\n"))
+    assert "flip = 1" in line
+
+
+def test_unknown_dataset_lists_the_choices(tmp_path):
+    line = error_of(write(tmp_path, "data:\n  name: nosuch\n"))
+    assert "data.name = 'nosuch'" in line and "'cifar10'" in line and "'digits'" in line
+
+
+def test_milestones_must_lie_inside_the_run():
+    with pytest.raises(UserError, match="milestones"):
+        validate_section(TrainConfig, {"epochs": 10, "milestones": [5, 12]}, "x.")
+    with pytest.raises(UserError, match="strictly increasing"):
+        validate_section(TrainConfig, {"epochs": 10, "milestones": [6, 3]}, "x.")
+
+
+def test_base_sizes_must_be_positive():
+    with pytest.raises(UserError, match="base_sizes must be positive"):
+        validate_section(PrepareDataConfig, {"base_sizes": [100, -5]}, "prepare_data.")
+
+
+def test_bad_device_and_bad_yaml(tmp_path):
+    assert "device = 'gpu'" in error_of(write(tmp_path, "device: gpu\n"))
+    assert "not valid YAML" in error_of(write(tmp_path, "train_reference: [\n"))
+
+
+def test_sections_are_frozen():
+    cfg = TrainReferenceConfig()
+    with pytest.raises(Exception):
+        cfg.classifier = None  # type: ignore[misc]
+
+
+def test_flat_params_use_dotted_keys(tmp_path):
+    flat = load_stage_params("train_reference", write(tmp_path, "seed: 3\n")).flat()
+    assert flat["seed"] == 3
+    assert flat["train_reference.classifier.train.lr"] == 0.1
+    assert flat["train_reference.classifier.train.milestones"] == [60, 80]
+    assert flat["data.name"] == "digits"

@@ -1,0 +1,78 @@
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from synthgap.config import load_stage_params
+from synthgap.errors import UserError
+from synthgap.paths import repo_root
+from synthgap.tracking import StageRun, check_reachable, get_client, resolve_tracking_uri
+
+
+@pytest.fixture
+def params(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: 7\ndata:\n  name: digits\n")
+    return load_stage_params("train_reference", tmp_path / "params.yaml")
+
+
+def test_uri_defaults_to_sqlite_at_the_root_and_anchors_relative_paths(tmp_path):
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking_uri("sqlite:///sub/x.db", tmp_path) == f"sqlite:///{tmp_path}/sub/x.db"
+    assert resolve_tracking_uri("sqlite:////abs/x.db", tmp_path) == "sqlite:////abs/x.db"
+    assert resolve_tracking_uri("mlruns", tmp_path) == (tmp_path / "mlruns").as_uri()
+    assert resolve_tracking_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:5000"
+    with pytest.raises(UserError, match="unsupported scheme"):
+        resolve_tracking_uri("ftp://x", tmp_path)
+
+
+def test_dvc_temporary_workspace_maps_to_the_real_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"))
+    assert repo_root() == tmp_path
+
+
+def test_unreachable_server_fails_before_compute():
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match=f"127.0.0.1:{port} is unreachable"):
+        check_reachable(f"http://127.0.0.1:{port}", timeout=2)
+
+
+def test_stage_run_logs_params_tags_metrics_and_writes_the_metrics_file(tmp_path, params, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
+    with StageRun(params, "common", root=tmp_path, metrics_dir=tmp_path / "metrics") as run:
+        run.log_metrics({"loss": 1.0}, step=1)
+        run.log_metrics({"test_top1": 91.5, "note": "skipped"})
+        with run.child("cell-1", {"n_base": 100, "setting": "real"}) as child:
+            child.log_metrics({"accuracy": 80.0})
+        artifact = tmp_path / "figure.png"
+        artifact.write_bytes(b"png")
+        run.log_artifact(artifact)
+    written = json.loads((tmp_path / "metrics" / "train_reference.json").read_text())
+    assert written == {"test_top1": 91.5, "mlflow_run_id": run.run_id}
+
+    client = get_client(run.uri)
+    logged = client.get_run(run.run_id)
+    assert logged.info.status == "FINISHED" and logged.info.run_name == "train_reference"
+    assert logged.data.params["seed"] == "7"
+    assert logged.data.params["train_reference.classifier.train.lr"] == "0.1"
+    assert logged.data.tags["synthgap.dataset"] == "digits" and logged.data.tags["dvc.exp_name"] == "exp-test"
+    assert logged.data.metrics["test_top1"] == 91.5
+    assert client.get_experiment(logged.info.experiment_id).name == "common"
+    assert (tmp_path / "mlartifacts" / "common").is_dir()
+    assert [a.path for a in client.list_artifacts(run.run_id)] == ["figure.png"]
+    children = client.search_runs([logged.info.experiment_id], f"tags.mlflow.parentRunId = '{run.run_id}'")
+    assert len(children) == 1 and children[0].data.params == {"n_base": "100", "setting": "real"}
+    assert children[0].data.metrics == {"accuracy": 80.0}
+
+
+def test_failed_stage_marks_the_run_failed_and_keeps_the_old_metrics_file(tmp_path, params):
+    metrics = tmp_path / "metrics" / "train_reference.json"
+    metrics.parent.mkdir()
+    metrics.write_text('{"test_top1": 99.0}')
+    with pytest.raises(RuntimeError):
+        with StageRun(params, "common", root=tmp_path, metrics_dir=metrics.parent) as run:
+            raise RuntimeError("boom")
+    assert metrics.read_text() == '{"test_top1": 99.0}'
+    assert get_client(run.uri).get_run(run.run_id).info.status == "FAILED"
