@@ -1,0 +1,52 @@
+"""Slow end-to-end checks (run with `pytest -m slow`): real CIFAR-10 files and a clean-clone `dvc repro`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+CIFAR_JPG = REPO.parent / "shared" / "data" / "cifar10-jpg.tar.xz"
+
+
+@pytest.fixture(scope="module")
+def cifar10_jpg(tmp_path_factory) -> Path:
+    extracted = REPO / "data" / "external" / "cifar10-jpg"
+    if not (extracted / "test").is_dir():
+        if not CIFAR_JPG.is_file():
+            pytest.skip("the development copy of CIFAR-10 (../shared/data/cifar10-jpg.tar.xz) is not here")
+        extracted = tmp_path_factory.mktemp("cifar")
+        with tarfile.open(CIFAR_JPG) as tar:
+            tar.extractall(extracted, filter="data")
+    return extracted
+
+
+def test_imagefolder_loader_reads_real_cifar10(cifar10_jpg):
+    from synthgap.data import load_dataset
+
+    ds = load_dataset("imagefolder", cifar10_jpg, download=False)
+    assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
+    assert len(ds.classes) == 10 and set(ds.y_train.tolist()) == set(range(10))
+
+
+def test_clean_clone_dvc_repro_and_experiment(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    subprocess.run(["dvc", "repro", "train_reference"], cwd=clone, env=env, check=True, capture_output=True)
+    assert (clone / "reports" / "metrics" / "train_reference.json").is_file()
+    subprocess.run(["dvc", "exp", "run", "-S", "seed=1", "train_reference"], cwd=clone, env=env, check=True, capture_output=True)
+    from synthgap.tracking import get_client
+
+    client = get_client(f"sqlite:///{clone / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("common")
+    runs = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'train_reference'")
+    assert sorted(run.data.params["seed"] for run in runs) == ["0", "1"]
+    shutil.rmtree(clone)
