@@ -152,9 +152,103 @@ class TrainReferenceConfig(Section):
     classifier: ClassifierConfig = ClassifierConfig()
 
 
+def check_grid(name: str, values: tuple, ok, rule: str) -> None:
+    bad = [v for v in values if not ok(v)]
+    if bad:
+        raise ValueError(f"{name}: {rule}, got {bad}")
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+
+
+class GanConfig(Section):
+    """BigGAN-deep size and training (GaFi code: z 128, shared 128, width 128, depth 2, attention,
+    Adam 2e-4 (0.5, 0.999) eps 1e-6, 3 D steps per G step, EMA 0.9999 from iteration 1000)."""
+
+    z_dim: StrictInt = Field(128, ge=1, le=4096)
+    shared_dim: StrictInt = Field(128, ge=1, le=4096, description="Shared class-embedding size.")
+    g_width: StrictInt = Field(128, ge=1, le=2048, description="Generator base width (stages use 4x).")
+    d_width: StrictInt = Field(128, ge=1, le=2048, description="Discriminator base width (stages use 4x).")
+    depth: StrictInt = Field(2, ge=1, le=8, description="Residual blocks per resolution.")
+    attention_resolution: StrictInt = Field(16, ge=0, description="Self-attention at this size; 0 disables.")
+    epochs: StrictInt = Field(500, ge=1)
+    batch_size: StrictInt = Field(64, ge=2, description="64 in the GaFi code (192 in the paper text).")
+    lr_g: Float = Field(2e-4, gt=0, le=1)
+    lr_d: Float = Field(2e-4, gt=0, le=1)
+    betas: tuple[Float, Float] = Field((0.5, 0.999))
+    eps: Float = Field(1e-6, gt=0)
+    d_steps: StrictInt = Field(3, ge=1, le=20, description="Discriminator steps per generator step.")
+    ema_decay: Float = Field(0.9999, ge=0, lt=1)
+    ema_start: StrictInt = Field(1000, ge=0, description="Generator step at which the EMA starts averaging.")
+    checkpoint_every: StrictInt = Field(1, ge=1, description="Save the EMA generator every k epochs.")
+    state_every: StrictInt = Field(1, ge=1, description="Write resumable training state every k epochs.")
+
+
+class SearchConfig(Section):
+    """GaFi's search grids (paper: checkpoints 150..500/10, stddev 1.0..2.0/0.05, threshold 0.0..0.9/0.1)."""
+
+    checkpoints: tuple[StrictInt, ...] | None = Field(None, description="Checkpoint epochs; null: all saved.")
+    stddevs: tuple[Float, ...] = Field((1.0, 1.5, 2.0))
+    thresholds: tuple[Float, ...] = Field((0.0, 0.3, 0.6, 0.9))
+    fast_recycle: StrictInt = Field(10, ge=1, description="N of the fast pipeline (regenerate every N epochs).")
+
+    @model_validator(mode="after")
+    def _grids(self) -> SearchConfig:
+        check_grid("stddevs", self.stddevs, lambda v: v > 0, "each noise stddev must be > 0")
+        check_grid("thresholds", self.thresholds, lambda v: 0 <= v < 1, "each filter threshold must lie in [0, 1)")
+        return self
+
+
+class AblationConfig(Section):
+    """Grids of the paper's ablations on the last checkpoint: Table 1, Table 2, Figure 2."""
+
+    thresholds: tuple[Float, ...] = Field((0.0, 0.3, 0.6, 0.9), description="Table 1 (no recycle, stddev 1).")
+    recycle: tuple[StrictInt, ...] = Field((10, 5, 1), description="Table 2 (no filtering, stddev 1).")
+    stddevs: tuple[Float, ...] = Field((1.0, 1.5, 2.0), description="Figure 2, with and without filtering.")
+
+    @model_validator(mode="after")
+    def _grids(self) -> AblationConfig:
+        check_grid("thresholds", self.thresholds, lambda v: 0 <= v < 1, "each filter threshold must lie in [0, 1)")
+        check_grid("recycle", self.recycle, lambda v: v >= 1, "each recycle period must be >= 1")
+        check_grid("stddevs", self.stddevs, lambda v: v > 0, "each noise stddev must be > 0")
+        return self
+
+
+class GafiConfig(Section):
+    generator_seeds: tuple[StrictInt, ...] = Field((0, 1, 2, 3, 4, 5), min_length=1, description="One GAN per seed.")
+    gan: GanConfig = GanConfig()
+    cas: ClassifierConfig = ClassifierConfig()
+    synthetic_size: StrictInt | None = Field(
+        None, ge=1, description="Images in a synthetic set (class-balanced); null: as many as the real train split."
+    )
+    filter_rounds: StrictInt = Field(10, ge=1, le=1000, description="Bounded generate-and-filter rounds per set.")
+    filter_batch_size: StrictInt = Field(1024, ge=1)
+    search: SearchConfig = SearchConfig()
+    accurate_recycle: StrictInt = Field(1, ge=1, description="N of the accurate pipeline.")
+    select_on: Literal["val", "test"] = Field(
+        "val", description="val: select on the validation split; test: the original code (best-epoch test accuracy)."
+    )
+    num_generators: tuple[StrictInt, ...] = Field((1, 2, 4, 6), description="K values of the multi-generator table.")
+    checkpoint: StrictInt | None = Field(None, ge=1, description="cas_final: force this checkpoint epoch.")
+    stddev: Float | None = Field(None, gt=0, description="cas_final: force this noise stddev (Expansion Trick).")
+    threshold: Float | None = Field(None, ge=0, lt=1, description="cas_final: force this filter threshold.")
+    ablation: AblationConfig = AblationConfig()
+
+    @model_validator(mode="after")
+    def _generators(self) -> GafiConfig:
+        if len(set(self.generator_seeds)) != len(self.generator_seeds):
+            raise ValueError(f"generator_seeds must be distinct, got {list(self.generator_seeds)}")
+        too_many = [k for k in self.num_generators if not 1 <= k <= len(self.generator_seeds)]
+        if too_many:
+            raise ValueError(
+                f"num_generators {too_many} need 1..{len(self.generator_seeds)} generators (one per generator_seeds entry)"
+            )
+        return self
+
+
 SECTIONS: dict[str, type[Section]] = {
     "prepare_data": PrepareDataConfig,
     "train_reference": TrainReferenceConfig,
+    "gafi": GafiConfig,
 }
 COMMON_KEYS = ("seed", "device", "data", "tracking")
 
@@ -174,6 +268,7 @@ class StageParams(Generic[S]):
     """What one stage reads: the shared keys plus its own section."""
 
     stage: str
+    section_name: str
     seed: int
     device: str
     data: DataConfig
@@ -187,7 +282,7 @@ class StageParams(Generic[S]):
             "device": self.device,
             "data": self.data.model_dump(),
             "tracking": self.tracking.model_dump(),
-            self.stage: self.section.model_dump(),
+            self.section_name: self.section.model_dump(),
         }
         return flatten(tree)
 
@@ -229,8 +324,10 @@ def validate_section(model: type[S], raw: Any, where: str, source: str = "params
         raise _one_line(err, where, source) from None
 
 
-def load_stage_params(stage: str, path: str | os.PathLike = "params.yaml") -> StageParams:
-    """Validate the shared keys and ``stage``'s section of the params file, rejecting unknown sections."""
+def load_stage_params(stage: str, path: str | os.PathLike = "params.yaml", section: str | None = None) -> StageParams:
+    """Validate the shared keys and the stage's section (``section``, by default the stage's own name) of
+    the params file, rejecting unknown top-level keys."""
+    section = section or stage
     raw = read_params_file(path)
     known = set(COMMON_KEYS) | set(SECTIONS)
     unknown = sorted(set(raw) - known)
@@ -240,8 +337,8 @@ def load_stage_params(stage: str, path: str | os.PathLike = "params.yaml") -> St
             f"remove it or fix the spelling (known top-level keys: {', '.join(sorted(known))})",
         )
     common = validate_section(CommonParams, {k: raw[k] for k in COMMON_KEYS if k in raw}, "", Path(path).name)
-    section = validate_section(SECTIONS[stage], raw.get(stage), f"{stage}.", Path(path).name)
-    return StageParams(stage, common.seed, common.device, common.data, common.tracking, section)
+    body = validate_section(SECTIONS[section], raw.get(section), f"{section}.", Path(path).name)
+    return StageParams(stage, section, common.seed, common.device, common.data, common.tracking, body)
 
 
 def _one_line(err: ValidationError, where: str, source: str) -> UserError:

@@ -40,3 +40,21 @@ def per_class_bars(values: list[float], classes: tuple[str, ...], path: Path, ti
     ax.set(ylabel="top-1 accuracy (%)", ylim=(0, 100), title=title)
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, path)
+
+
+def sample_grid(images, per_row: int, path: Path, title: str) -> None:
+    """uint8 images (N, C, H, W) tiled ``per_row`` to a row."""
+    import numpy as np
+
+    x = images.permute(0, 2, 3, 1).cpu().numpy()
+    n, h, w, c = x.shape
+    rows = (n + per_row - 1) // per_row
+    canvas = np.full((rows * (h + 1), per_row * (w + 1), c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, per_row)
+        canvas[r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = x[i]
+    fig, ax = plt.subplots(figsize=(max(3, per_row * 0.5), max(3, rows * 0.5)))
+    ax.imshow(canvas.squeeze(-1) if c == 1 else canvas, cmap="gray" if c == 1 else None, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    save_figure(fig, path)

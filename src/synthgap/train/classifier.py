@@ -1,7 +1,8 @@
 """The one classifier training loop used by every paper.
 
 Images stay uint8 (N, C, H, W) tensors on the training device; each batch is indexed, augmented and
-normalised there. The training set may be a fixed pair of tensors or a function ``epoch -> (x, y)`` that is
+normalised there. The evaluation sets are scored after every epoch (``eval_every_epoch``, for learning curves and best-epoch
+selection) or only after the last one. The training set may be a fixed pair of tensors or a function ``epoch -> (x, y)`` that is
 called at the start of every epoch, which is how GaFi's Dynamic Dataset Recycle swaps in a regenerated
 synthetic set. Every random choice of epoch ``e`` (shuffling, crops, flips, cutout) comes from a generator
 seeded with ``derive_seed(seed, "epoch", e)``, so a run is reproducible and a resumed run continues exactly
@@ -67,6 +68,7 @@ def train_classifier(
     evals: dict[str, Tensors] | None = None,
     state_path: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    eval_every_epoch: bool = True,
     desc: str = "train",
 ) -> TrainResult:
     device = torch.device(device)
@@ -139,7 +141,7 @@ def train_classifier(
                 f"{desc}: training diverged (non-finite loss) in epoch {epoch + 1}{kept}",
                 "lower the learning rate or set precision: fp32",
             )
-        for name, (x_eval, y_eval) in evals.items():
+        for name, (x_eval, y_eval) in evals.items() if eval_every_epoch else ():
             metrics = evaluate(model, x_eval, y_eval, batch_size=cfg.eval_batch_size, precision=cfg.precision)
             record.update({f"{name}_{k}": v for k, v in metrics.items() if k != "per_class"})
         record["seconds"] = time.perf_counter() - t0

@@ -1,0 +1,116 @@
+"""Dynamic Sample Filtering with a bounded number of rounds.
+
+The rule: a sample generated for class c is kept iff the real-data classifier predicts c AND its softmax
+probability of c is strictly above the threshold (``p[c] > t``, as in the GaFi code; with ``t = 0`` only
+wrongly classified samples are dropped). Candidates of each class are numbered 0, 1, 2, ... and each has its
+own seed, and a class keeps its first ``quota`` accepted candidates in that order, so a set does not depend
+on the batch size. Each round draws, for every class still short, the missing count divided by the
+acceptance rate seen so far (at least the missing count). After ``max_rounds`` rounds, classes still short
+are filled with unfiltered candidates (the GaFi code's fallback), and the shortfall is reported: the loop
+can never run forever.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from synthgap.gafi.sampling import candidate_seeds, generate
+from synthgap.metrics import predict_logits
+from synthgap.models.biggan import Generator
+
+
+def keep_mask(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The filter rule on softmax probabilities (N, C) for intended labels (N,)."""
+    predicted = probs.argmax(1) == labels
+    confident = probs.gather(1, labels[:, None]).squeeze(1) > threshold
+    return predicted & confident
+
+
+@dataclass
+class FilterStats:
+    drawn: list[int] = field(default_factory=list)  # candidates generated per class
+    accepted: list[int] = field(default_factory=list)  # kept by the rule per class
+    filled: list[int] = field(default_factory=list)  # unfiltered fallback images per class
+    rounds: int = 0
+
+    def merge(self, other: FilterStats) -> FilterStats:
+        if not self.drawn:
+            return other
+        add = lambda a, b: [x + y for x, y in zip(a, b)]  # noqa: E731
+        return FilterStats(add(self.drawn, other.drawn), add(self.accepted, other.accepted),
+                           add(self.filled, other.filled), max(self.rounds, other.rounds))
+
+    def summary(self) -> dict[str, float]:
+        drawn, accepted = sum(self.drawn), sum(self.accepted)
+        return {"filter_drawn": drawn, "filter_accepted": accepted, "filter_filled": sum(self.filled),
+                "filter_acceptance": accepted / drawn if drawn else 1.0, "filter_rounds": self.rounds}
+
+
+@torch.no_grad()
+def filtered_sample(
+    generator: Generator,
+    classifier: torch.nn.Module | None,
+    quota: torch.Tensor,
+    stddev: float,
+    threshold: float | None,
+    *,
+    base_seed: int,
+    key: tuple = (),
+    max_rounds: int = 10,
+    batch_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor, FilterStats]:
+    """A set with ``quota[c]`` images of class c; ``threshold=None`` (or no classifier) means no filtering."""
+    device = next(generator.parameters()).device
+    num_classes = len(quota)
+    kept: list[list[torch.Tensor]] = [[] for _ in range(num_classes)]
+    have = [0] * num_classes
+    drawn = [0] * num_classes
+    quota_list = [int(q) for q in quota]
+    stats = FilterStats()
+    filtering = threshold is not None and classifier is not None
+    for round_index in range(max_rounds if filtering else 1):
+        need = [q - h for q, h in zip(quota_list, have)]
+        if max(need) <= 0:
+            break
+        stats.rounds = round_index + 1
+        labels, seeds, starts = [], [], []
+        for c in range(num_classes):
+            if need[c] <= 0:
+                continue
+            rate = have[c] / drawn[c] if drawn[c] and filtering else 1.0
+            count = need[c] if not filtering else min(math.ceil(need[c] / max(rate, 0.02) * 1.1), 50 * need[c])
+            labels.append(torch.full((count,), c, dtype=torch.long))
+            seeds.append(candidate_seeds(base_seed, c, drawn[c], count, *key))
+            starts.append((c, count))
+            drawn[c] += count
+        labels_t, seeds_t = torch.cat(labels), torch.cat(seeds)
+        images = generate(generator, labels_t, seeds_t, stddev, batch_size)
+        labels_t = labels_t.to(device)
+        if filtering:
+            probs = torch.softmax(predict_logits(classifier, images, batch_size, precision="auto"), dim=1)
+            mask = keep_mask(probs, labels_t, threshold)
+        else:
+            mask = torch.ones(len(labels_t), dtype=torch.bool, device=device)
+        offset = 0
+        for c, count in starts:
+            accepted = images[offset : offset + count][mask[offset : offset + count]]
+            take = accepted[: need[c]]
+            kept[c].append(take)
+            have[c] += len(take)
+            offset += count
+    stats.drawn = drawn
+    stats.accepted = list(have)
+    stats.filled = [0] * num_classes
+    short = [q - h for q, h in zip(quota_list, have)]
+    for c in range(num_classes):  # bounded fallback: unfiltered candidates fill what filtering could not
+        if short[c] > 0:
+            seeds = candidate_seeds(base_seed, c, drawn[c], short[c], *key)
+            kept[c].append(generate(generator, torch.full((short[c],), c, dtype=torch.long), seeds, stddev, batch_size))
+            stats.filled[c] = short[c]
+            stats.drawn[c] += short[c]
+    x = torch.cat([torch.cat(parts) for parts in kept if parts]) if any(kept) else torch.zeros(0, dtype=torch.uint8, device=device)
+    y = torch.cat([torch.full((quota_list[c],), c, dtype=torch.long, device=device) for c in range(num_classes)])
+    return x, y, stats

@@ -1,0 +1,152 @@
+"""What the GaFi stages share: the grid cell, the loaded context, and running one cell as a child run.
+
+A :class:`Cell` is one CAS configuration: K members (generator seed, checkpoint epoch, stddev, threshold),
+a recycle period and a name. :meth:`GafiContext.run_cell` trains its CAS classifier and returns the row that
+the stage writes to its JSON output and logs to a nested MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from synthgap.config import GafiConfig
+from synthgap.data import ProcessedData, load_processed
+from synthgap.errors import UserError
+from synthgap.gafi.cas import GeneratorChoice, run_cas
+from synthgap.models import check_compatible, load_classifier
+from synthgap.models.biggan import Generator
+from synthgap.paths import atomic_write_json
+from synthgap.seeding import derive_seed
+from synthgap.train.classifier import to_device_tensors
+from synthgap.train.gan import checkpoint_path, list_checkpoints, load_generator
+
+
+@dataclass(frozen=True)
+class Member:
+    generator_seed: int
+    checkpoint: int
+    stddev: float = 1.0
+    threshold: float | None = None  # None: no filtering
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    members: tuple[Member, ...]
+    recycle: int | None  # None: one set for the whole training
+
+    def params(self) -> dict:
+        """Flat params of the child run (single values for one generator, lists for several)."""
+        def pick(field: str):
+            values = [getattr(m, field) for m in self.members]
+            return values[0] if len(values) == 1 else values
+
+        return {
+            "num_generators": len(self.members),
+            "generator_seed": pick("generator_seed"),
+            "checkpoint": pick("checkpoint"),
+            "stddev": pick("stddev"),
+            "threshold": "none" if pick("threshold") is None else pick("threshold"),
+            "recycle": "none" if self.recycle is None else self.recycle,
+        }
+
+
+def generator_dir(workspace: Path, generator_seed: int) -> Path:
+    return workspace / "models" / "train_generator" / f"seed_{generator_seed}"
+
+
+def read_choice(path: Path) -> dict:
+    """The ``best`` entry a search stage wrote (each stage reads the previous stage's choice from disk)."""
+    if not path.is_file():
+        stage = path.parent.name
+        raise UserError(f"{path} not found", f"run `dvc repro {stage}` first")
+    return json.loads(path.read_text())["best"]
+
+
+def write_grid(path: Path, rows: list[dict], best: dict | None, **extra) -> None:
+    atomic_write_json(path, {"rows": rows, "best": best, **extra})
+
+
+class GafiContext:
+    def __init__(self, params, workspace: Path, device):
+        self.cfg: GafiConfig = params.section
+        self.seed = params.seed
+        self.workspace = workspace
+        self.device = device
+        self.data: ProcessedData = load_processed(workspace / "data" / "processed")
+        path = workspace / "models" / "train_reference" / "classifier.pt"
+        self.filter = load_classifier(path, device).eval()
+        check_compatible(self.filter, self.data.num_classes, self.data.image_shape, self.data.name, path)
+        self.evals = {s: to_device_tensors(*self.data.split(s), device) for s in ("val", "test") if len(self.data.split(s)[1])}
+        if self.cfg.select_on == "val" and "val" not in self.evals:
+            raise UserError("gafi.select_on is val but the validation split is empty",
+                            "set prepare_data.val_size > 0, or gafi.select_on: test")
+        self.synthetic_size = self.cfg.synthetic_size or len(self.data.y_train)
+        self._generators: dict[tuple[int, int], Generator] = {}
+
+    def saved(self, generator_seed: int) -> dict[int, Path]:
+        saved = list_checkpoints(generator_dir(self.workspace, generator_seed))
+        if not saved:
+            raise UserError(f"no generator checkpoints for seed {generator_seed}",
+                            f"run `dvc repro train_generator@{generator_seed}` first")
+        return saved
+
+    def checkpoints(self, generator_seed: int) -> list[int]:
+        """Checkpoint epochs to search: ``gafi.search.checkpoints`` or every saved one."""
+        saved = self.saved(generator_seed)
+        wanted = self.cfg.search.checkpoints or tuple(saved)
+        missing = [e for e in wanted if e not in saved]
+        if missing:
+            raise UserError(f"gafi.search.checkpoints {missing} were not saved (saved: {sorted(saved)})",
+                            "choose saved epochs or change gafi.gan.checkpoint_every")
+        return sorted(wanted)
+
+    def last_checkpoint(self, generator_seed: int) -> int:
+        return max(self.saved(generator_seed))
+
+    def generator(self, generator_seed: int, epoch: int) -> Generator:
+        key = (generator_seed, epoch)
+        if key not in self._generators:
+            path = checkpoint_path(generator_dir(self.workspace, generator_seed), epoch)
+            if not path.is_file():
+                raise UserError(f"generator checkpoint {path} not found", f"run `dvc repro train_generator@{generator_seed}`")
+            generator = load_generator(path, self.device)
+            if generator.spec.num_classes != self.data.num_classes or generator.spec.image_size != self.data.image_shape[0]:
+                raise UserError(f"{path} was trained for another dataset ({generator.spec.dataset})",
+                                "rerun train_generator for this dataset")
+            self._generators[key] = generator
+        return self._generators[key]
+
+    def run_cell(self, run, cell: Cell, recycle_stage: str) -> dict:
+        """Train one CAS classifier for ``cell`` under a nested MLflow run; return its row."""
+        choices = [GeneratorChoice(self.generator(m.generator_seed, m.checkpoint), m.stddev, m.threshold)
+                   for m in cell.members]
+        cell_seed = derive_seed(self.seed, recycle_stage, cell.name)
+        with run.child(cell.name, cell.params()) as child:
+            result = run_cas(
+                choices, self.filter, self.cfg.cas, evals=self.evals, num_classes=self.data.num_classes,
+                synthetic_size=self.synthetic_size, recycle=cell.recycle, select_on=self.cfg.select_on,
+                seed=cell_seed, device=self.device, max_rounds=self.cfg.filter_rounds,
+                batch_size=self.cfg.filter_batch_size, desc=cell.name,
+            )
+            metrics = {"score": result.score, "cas": result.cas, **result.filter_stats,
+                       **{k: v for k, v in result.train.final.items() if not k.endswith("per_class")}}
+            child.log_metrics(metrics)
+        return {"name": cell.name, **cell.params(), "members": [asdict(m) for m in cell.members], **metrics}
+
+
+def best_row(rows: list[dict]) -> dict:
+    """Highest score; ties go to the earlier row (grids are listed in the paper's order)."""
+    return max(rows, key=lambda row: (row["score"], -rows.index(row)))
+
+
+def run_grid(ctx: GafiContext, run, stage: str, cells: list[Cell], out: Path, **extra) -> dict:
+    """Run every cell of a grid as a child run, write ``out`` (rows + best) and log the best on the parent."""
+    rows = [ctx.run_cell(run, cell, stage) for cell in cells]
+    best = best_row(rows)
+    write_grid(out, rows, best, select_on=ctx.cfg.select_on, **extra)
+    run.log_metrics({"best_score": best["score"], "best_cas": best["cas"], "cells": len(rows)})
+    run.log_artifact(out)
+    return best

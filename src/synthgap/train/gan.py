@@ -1,0 +1,171 @@
+"""Training loop of the class-conditional GAN (hinge loss, Adam, several D steps per G step, EMA of G).
+
+Every real batch makes one discriminator step; every ``d_steps`` discriminator steps make one generator step
+followed by an EMA update of the generator weights (plain copy before ``ema_start`` generator steps; buffers,
+such as batch-norm statistics and spectral-norm vectors, are copied). The EMA generator is saved as
+``<out_dir>/epoch_XXXX.pt`` every ``checkpoint_every`` epochs: only EMA generators are used downstream.
+
+All randomness of epoch ``e`` (shuffling, latents, fake labels) comes from a generator seeded with
+``derive_seed(seed, "gan", e)``, and the resumable state (G, D, EMA, both optimizers, step counters,
+history) is written atomically every ``state_every`` epochs, so a killed run resumes to exactly the weights of
+an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from synthgap.checkpoint import load_torch, save_torch
+from synthgap.config import GanConfig
+from synthgap.errors import UserError
+from synthgap.models.biggan import Discriminator, GanSpec, Generator
+from synthgap.seeding import derive_seed, torch_generator
+
+
+def checkpoint_path(out_dir: Path, epoch: int) -> Path:
+    return out_dir / f"epoch_{epoch:04d}.pt"
+
+
+def list_checkpoints(out_dir: Path) -> dict[int, Path]:
+    """Saved EMA generators by epoch."""
+    return {int(p.stem.split("_")[1]): p for p in sorted(Path(out_dir).glob("epoch_*.pt"))}
+
+
+def save_generator(generator: Generator, path: Path, epoch: int) -> None:
+    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+    save_torch({"spec": asdict(generator.spec), "epoch": epoch, "state_dict": state}, path)
+
+
+def load_generator(path: Path, device: torch.device | str = "cpu") -> Generator:
+    payload = load_torch(path, device, fix="retrain it with `dvc repro train_generator`")
+    try:
+        spec = GanSpec(**payload["spec"])
+        generator = Generator(spec)
+        generator.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path} is not a generator checkpoint of this version ({str(err).splitlines()[0]})",
+                        "retrain it with `dvc repro train_generator`") from err
+    return generator.to(device).eval().requires_grad_(False)
+
+
+def to_gan_range(x_uint8: torch.Tensor) -> torch.Tensor:
+    return x_uint8.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] -> uint8 pixels, exactly as a PNG of the image would store them."""
+    return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def ema_update(ema: Generator, model: Generator, decay: float) -> None:
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    for target, source in zip(ema.buffers(), model.buffers()):
+        target.copy_(source)
+
+
+def train_gan(
+    spec: GanSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: GanConfig,
+    *,
+    seed: int,
+    device: torch.device | str,
+    out_dir: Path,
+    state_path: Path | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    desc: str = "train_generator",
+) -> list[dict]:
+    """Train on uint8 images ``x`` (N, C, H, W) with labels ``y``; returns one record per epoch."""
+    device = torch.device(device)
+    x, y = x.to(device), y.to(device)
+    torch.manual_seed(derive_seed(seed, "gan", "init"))
+    generator, discriminator = Generator(spec).to(device), Discriminator(spec).to(device)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    adam = {"betas": tuple(cfg.betas), "eps": cfg.eps}
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, **adam)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, **adam)
+    fingerprint = {"spec": asdict(spec), "config": cfg.model_dump(mode="json"), "seed": seed, "n": len(y)}
+    start_epoch, d_step, g_step, history = 0, 0, 0, []
+    if state_path is not None and state_path.is_file():
+        state = load_torch(state_path, device, fix=f"delete {state_path} to start over")
+        if state.get("fingerprint") == fingerprint:
+            for module, key in ((generator, "generator"), (discriminator, "discriminator"), (ema, "ema"),
+                                (opt_g, "opt_g"), (opt_d, "opt_d")):
+                module.load_state_dict(state[key])
+            start_epoch, d_step, g_step, history = state["epoch"], state["d_step"], state["g_step"], list(state["history"])
+            tqdm.write(f"{desc}: resuming from {state_path} at epoch {start_epoch}")
+
+    n, batch = len(y), min(cfg.batch_size, len(y))
+    steps = n // batch
+    generator.train()
+    discriminator.train()
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=None, initial=start_epoch, total=cfg.epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        gen = torch_generator(derive_seed(seed, "gan", epoch), device)
+        order = torch.randperm(n, device=device, generator=gen)
+        d_sum, g_sum, g_count = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        for i in range(steps):
+            idx = order[i * batch : (i + 1) * batch]
+            real, real_y = to_gan_range(x[idx]), y[idx]
+            z = torch.randn(batch, spec.z_dim, device=device, generator=gen)
+            fake_y = torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen)
+            with torch.no_grad():
+                fake = generator(z, fake_y)
+            d_loss = F.relu(1.0 - discriminator(real, real_y)).mean() + F.relu(1.0 + discriminator(fake, fake_y)).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            d_sum += d_loss.detach()
+            d_step += 1
+            if d_step % cfg.d_steps:
+                continue
+            z = torch.randn(batch, spec.z_dim, device=device, generator=gen)
+            fake_y = torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen)
+            g_loss = -discriminator(generator(z, fake_y), fake_y).mean()
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            g_step += 1
+            ema_update(ema, generator, cfg.ema_decay if g_step >= cfg.ema_start else 0.0)
+            g_sum += g_loss.detach()
+            g_count += 1
+
+        record = {
+            "epoch": epoch + 1,
+            "d_loss": d_sum.item() / max(steps, 1),
+            "g_loss": g_sum.item() / max(g_count, 1),
+            "g_steps": g_step,
+            "seconds": time.perf_counter() - t0,
+        }
+        if not (math.isfinite(record["d_loss"]) and math.isfinite(record["g_loss"])):
+            kept = f"; the last good state is kept in {state_path}" if state_path is not None and state_path.exists() else ""
+            raise UserError(f"{desc}: GAN training diverged (non-finite loss) in epoch {epoch + 1}, "
+                            f"generator step {g_step}{kept}", "lower gafi.gan.lr_g / lr_d")
+        history.append(record)
+        bar.set_postfix(d_loss=round(record["d_loss"], 3), g_loss=round(record["g_loss"], 3))
+        last = epoch + 1 == cfg.epochs
+        if (epoch + 1) % cfg.checkpoint_every == 0 or last:
+            save_generator(ema, checkpoint_path(out_dir, epoch + 1), epoch + 1)
+        if state_path is not None and (epoch + 1) % cfg.state_every == 0 and not last:
+            save_torch({
+                "fingerprint": fingerprint, "epoch": epoch + 1, "d_step": d_step, "g_step": g_step, "history": history,
+                "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            }, state_path)
+        if on_epoch is not None:
+            on_epoch(record)
+    if state_path is not None and state_path.exists():
+        state_path.unlink()
+    return history

@@ -1,0 +1,55 @@
+"""Stage train_generator@<seed>: one class-conditional BigGAN-deep per entry of gafi.generator_seeds.
+
+Writes the EMA generator every ``gafi.gan.checkpoint_every`` epochs to
+``models/train_generator/seed_<seed>/epoch_XXXX.pt`` and its history and samples to
+``reports/gafi/train_generator/``. Killed runs resume from ``.synthgap/state/`` when rerun.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from synthgap.data import load_processed
+from synthgap.errors import run_main
+from synthgap.gafi.pipeline import generator_dir
+from synthgap.gafi.sampling import balanced_counts, candidate_seeds, generate
+from synthgap.models.biggan import GanSpec
+from synthgap.paths import atomic_write_csv, repo_root
+from synthgap.plots import sample_grid
+from synthgap.runtime import resolve_device
+from synthgap.tracking import StageRun
+from synthgap.train.classifier import state_file, to_device_tensors
+from synthgap.train.gan import list_checkpoints, load_generator, train_gan
+from stages.common import gafi_foreach_params
+
+
+def main() -> None:
+    params, gseed, workspace = gafi_foreach_params("train_generator")
+    stage = params.stage
+    cfg, device = params.section.gan, resolve_device(params.device)
+    with StageRun(params, experiment="gafi") as run:
+        data = load_processed(workspace / "data" / "processed")
+        h, _, c = data.image_shape
+        arch = cfg.model_dump(include={"z_dim", "shared_dim", "g_width", "d_width", "depth", "attention_resolution"})
+        spec = GanSpec(data.num_classes, h, c, **arch, dataset=data.name)
+        out, state = generator_dir(workspace, gseed), state_file(repo_root(), stage, params.flat() | {"gan.seed": gseed})
+        if not state.exists():  # a fresh start: drop checkpoints of an earlier, different run
+            for old in list_checkpoints(out).values():
+                old.unlink()
+        x, y = to_device_tensors(data.x_train, data.y_train, device)
+        history = train_gan(spec, x, y, cfg, seed=gseed, device=device, out_dir=out,
+                            state_path=state, desc=stage, on_epoch=lambda r: run.log_metrics(r, step=r["epoch"]))
+        reports = workspace / "reports" / "gafi" / "train_generator"
+        atomic_write_csv(reports / f"seed_{gseed}.csv", history)
+        last = max(list_checkpoints(out))
+        generator = load_generator(list_checkpoints(out)[last], device)
+        labels = torch.arange(data.num_classes).repeat_interleave(8)
+        images = generate(generator, labels, candidate_seeds(0, 0, 0, len(labels), "preview"), 1.0)
+        sample_grid(images, 8, reports / f"seed_{gseed}.png", f"{stage}: EMA generator, epoch {last}, one row per class")
+        run.log_metrics({"d_loss": history[-1]["d_loss"], "g_loss": history[-1]["g_loss"],
+                         "train_seconds": sum(r["seconds"] for r in history), "checkpoints": len(list_checkpoints(out))})
+        run.log_artifact(reports / f"seed_{gseed}.png")
+
+
+if __name__ == "__main__":
+    run_main(main)
