@@ -18,3 +18,11 @@ def test_cifar10_preset_is_the_gafi_recipe():
     cfg = load_stage_params("train_reference", REPO / "params" / "cifar10.yaml").section.classifier
     assert (cfg.model.arch, cfg.model.width) == ("resnet20", 64)
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.milestones, cfg.train.crop_padding) == (100, 0.1, (60, 80), 4)
+
+
+def test_cifar10_preset_has_the_gafi_paper_settings():
+    gafi = load_stage_params("cas_final", REPO / "params" / "cifar10.yaml", section="gafi").section
+    assert (gafi.gan.z_dim, gafi.gan.g_width, gafi.gan.depth, gafi.gan.d_steps, gafi.gan.ema_decay) == (128, 128, 2, 3, 0.9999)
+    assert gafi.search.checkpoints[0] == 150 and gafi.search.checkpoints[-1] == 500 and len(gafi.search.checkpoints) == 36
+    assert len(gafi.search.stddevs) == 21 and len(gafi.search.thresholds) == 10
+    assert gafi.num_generators == (1, 2, 4, 6) and gafi.cas.model.width == 64
