@@ -6,7 +6,7 @@ import pytest
 
 from synthgap.config import load_stage_params
 from synthgap.errors import UserError
-from synthgap.paths import repo_root
+from synthgap.paths import repo_root, workspace_root
 from synthgap.tracking import StageRun, check_reachable, get_client, resolve_tracking_uri
 
 
@@ -27,8 +27,16 @@ def test_uri_defaults_to_sqlite_at_the_root_and_anchors_relative_paths(tmp_path)
 
 
 def test_dvc_temporary_workspace_maps_to_the_real_root(monkeypatch, tmp_path):
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"))
-    assert repo_root() == tmp_path
+    temp = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    (temp / ".dvc").mkdir(parents=True)
+    monkeypatch.chdir(temp)
+    for inherited in (None, str(tmp_path), str(temp)):  # queue workers may carry any of these
+        if inherited is None:
+            monkeypatch.delenv("DVC_ROOT", raising=False)
+        else:
+            monkeypatch.setenv("DVC_ROOT", inherited)
+        assert workspace_root() == temp  # outputs go where DVC runs the stage
+        assert repo_root() == tmp_path  # MLflow and resumable state go to the real repository
 
 
 def test_unreachable_server_fails_before_compute():

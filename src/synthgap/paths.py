@@ -25,11 +25,10 @@ _DVC_TMP_WORKSPACE = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
 
 def workspace_root() -> Path:
-    """Where this stage reads params and writes its outputs: ``DVC_ROOT`` inside DVC, else the nearest
-    parent of the current directory holding ``.dvc`` or ``.git`` (the current directory when none)."""
-    env_root = os.environ.get("DVC_ROOT")
-    if env_root:
-        return Path(env_root).resolve()
+    """Where this stage reads params and writes its outputs: the nearest parent of the current directory
+    holding ``.dvc`` or ``.git`` (DVC runs every stage command in the stage's folder), else the current
+    directory. ``DVC_ROOT`` is not used here: a queued experiment runs in a temporary copy of the
+    repository, but its worker may inherit the main repository's ``DVC_ROOT``."""
     here = Path.cwd().resolve()
     for candidate in (here, *here.parents):
         if (candidate / ".dvc").is_dir() or (candidate / ".git").exists():
@@ -39,12 +38,11 @@ def workspace_root() -> Path:
 
 def repo_root() -> Path:
     """The repository that shared state is anchored at: the MLflow database and artifacts, resumable
-    training state and raw data.
-
-    A queued ``dvc exp run`` executes in a temporary copy under ``<root>/.dvc/tmp/exps/``; shared state
-    must land in the real root, so that part is stripped.
-    """
-    text = str(workspace_root()) + os.sep
+    training state and raw data. It is ``DVC_ROOT`` inside DVC (else the workspace), with a DVC
+    temporary-workspace suffix removed: a queued ``dvc exp run`` executes in a copy under
+    ``<root>/.dvc/tmp/exps/``, and what it shares must land in the real root."""
+    base = os.environ.get("DVC_ROOT") or str(workspace_root())
+    text = str(Path(base).resolve()) + os.sep
     if _DVC_TMP_WORKSPACE in text:
         return Path(text.split(_DVC_TMP_WORKSPACE)[0])
     return Path(text.rstrip(os.sep) or os.sep)
