@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from synthgap.errors import run_main
-from synthgap.gafi.pipeline import Cell, Member
+from synthgap.gafi.pipeline import Cell
 from stages.common import run_gafi_grid
 
 STAGE = "ablate_filtering"
 
 
 def cells(ctx, reports):
-    seed = ctx.cfg.generator_seeds[0]
-    last = ctx.last_checkpoint(seed)
-    return [Cell(f"{STAGE}/threshold={t}", (Member(seed, last, 1.0, t),), None) for t in ctx.cfg.ablation.thresholds]
+    return [Cell(f"{STAGE}/threshold={t}", (ctx.last_member(threshold=t),), None) for t in ctx.cfg.ablation.thresholds]
 
 
 if __name__ == "__main__":

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from synthgap.errors import run_main
-from synthgap.gafi.pipeline import Cell, Member
+from synthgap.gafi.pipeline import Cell
 from stages.common import run_gafi_grid
 
 STAGE = "ablate_recycle"
 
 
 def cells(ctx, reports):
-    seed = ctx.cfg.generator_seeds[0]
-    last = ctx.last_checkpoint(seed)
-    return [Cell(f"{STAGE}/N={n}", (Member(seed, last, 1.0, None),), n) for n in ctx.cfg.ablation.recycle]
+    return [Cell(f"{STAGE}/N={n}", (ctx.last_member(),), n) for n in ctx.cfg.ablation.recycle]
 
 
 if __name__ == "__main__":

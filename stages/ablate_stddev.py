@@ -6,17 +6,15 @@ Last checkpoint of the first generator, no recycle.
 from __future__ import annotations
 
 from synthgap.errors import run_main
-from synthgap.gafi.pipeline import Cell, Member
+from synthgap.gafi.pipeline import Cell
 from stages.common import run_gafi_grid
 
 STAGE = "ablate_stddev"
 
 
 def cells(ctx, reports):
-    seed = ctx.cfg.generator_seeds[0]
-    last = ctx.last_checkpoint(seed)
     return [
-        Cell(f"{STAGE}/stddev={s},{'filtered' if t is not None else 'unfiltered'}", (Member(seed, last, s, t),), None)
+        Cell(f"{STAGE}/stddev={s},{'filtered' if t is not None else 'unfiltered'}", (ctx.last_member(s, t),), None)
         for t in (None, 0.0)
         for s in ctx.cfg.ablation.stddevs
     ]

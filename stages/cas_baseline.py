@@ -7,15 +7,14 @@ training. It is also the "No Filtering" column of Table 1 and the "No Recycle" c
 from __future__ import annotations
 
 from synthgap.errors import run_main
-from synthgap.gafi.pipeline import Cell, Member
+from synthgap.gafi.pipeline import Cell
 from stages.common import run_gafi_grid
 
 STAGE = "cas_baseline"
 
 
 def cells(ctx, reports):
-    seed = ctx.cfg.generator_seeds[0]
-    return [Cell(STAGE, (Member(seed, ctx.last_checkpoint(seed), 1.0, None),), None)]
+    return [Cell(STAGE, (ctx.last_member(),), None)]
 
 
 if __name__ == "__main__":

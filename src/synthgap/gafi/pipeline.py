@@ -106,6 +106,11 @@ class GafiContext:
     def last_checkpoint(self, generator_seed: int) -> int:
         return max(self.saved(generator_seed))
 
+    def last_member(self, stddev: float = 1.0, threshold: float | None = None) -> Member:
+        """The first generator's last checkpoint: the subject of the ablations (no checkpoint search)."""
+        seed = self.cfg.generator_seeds[0]
+        return Member(seed, self.last_checkpoint(seed), stddev, threshold)
+
     def generator(self, generator_seed: int, epoch: int) -> Generator:
         key = (generator_seed, epoch)
         if key not in self._generators:
