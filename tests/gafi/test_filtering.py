@@ -85,3 +85,17 @@ def test_filtered_set_keeps_exactly_the_first_accepted_candidates():
     assert 4 <= len(accepted) < 400, "the rule must accept some but not all candidates"
     assert stats.filled == [0, 0] and stats.accepted == [0, 4]
     assert torch.equal(x, accepted[:4]) and y.tolist() == [1, 1, 1, 1]
+
+
+def test_saved_sets_keep_labels_with_images(tmp_path):
+    import numpy as np
+
+    from synthgap.gafi.sampling import save_synthetic
+
+    generator = tiny_generator()
+    x, y, _ = filtered_sample(generator, None, torch.tensor([2, 1, 3]), 1.0, None, base_seed=0)
+    save_synthetic(tmp_path / "set.npz", x, y, ("a", "b", "c"))
+    with np.load(tmp_path / "set.npz") as saved:
+        assert saved["x_train"].shape == (6, 8, 8, 1) and saved["y_train"].tolist() == [0, 0, 1, 2, 2, 2]
+        np.testing.assert_array_equal(saved["x_train"], x.permute(0, 2, 3, 1).numpy())
+        assert saved["class_names"].tolist() == ["a", "b", "c"]

@@ -51,3 +51,22 @@ def generate(
 def candidate_seeds(base_seed: int, cls: int, start: int, count: int, *key: object) -> torch.Tensor:
     """Seeds of candidates ``start .. start+count-1`` of class ``cls`` in stream ``(base_seed, *key)``."""
     return image_seeds(base_seed, torch.arange(start, start + count), *key, "class", cls)
+
+
+def save_synthetic(path, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...], seeds: torch.Tensor | None = None) -> None:
+    """Write a labelled synthetic set as ``.npz``: ``x_train`` (N, H, W, C) uint8 and ``y_train`` travel
+    together (plus ``seeds`` and ``class_names``), in the layout the ``npz`` dataset loader reads."""
+    import numpy as np
+
+    from synthgap.paths import atomic_save_npz
+
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    arrays = {
+        "x_train": images.permute(0, 2, 3, 1).cpu().numpy(),
+        "y_train": labels.cpu().numpy().astype(np.int64),
+        "class_names": np.asarray(classes),
+    }
+    if seeds is not None:
+        arrays["seeds"] = seeds.cpu().numpy()
+    atomic_save_npz(path, **arrays)
