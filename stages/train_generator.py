@@ -12,7 +12,7 @@ import torch
 from synthgap.data import load_processed
 from synthgap.errors import run_main
 from synthgap.gafi.pipeline import generator_dir
-from synthgap.gafi.sampling import balanced_counts, candidate_seeds, generate
+from synthgap.gafi.sampling import candidate_seeds, generate
 from synthgap.models.biggan import GanSpec
 from synthgap.paths import atomic_write_csv, repo_root
 from synthgap.plots import sample_grid
@@ -32,7 +32,8 @@ def main() -> None:
         h, _, c = data.image_shape
         arch = cfg.model_dump(include={"z_dim", "shared_dim", "g_width", "d_width", "depth", "attention_resolution"})
         spec = GanSpec(data.num_classes, h, c, **arch, dataset=data.name)
-        out, state = generator_dir(workspace, gseed), state_file(repo_root(), stage, params.flat() | {"gan.seed": gseed})
+        identity = {"gan": cfg.model_dump(), "data": params.data.model_dump(), "generator_seed": gseed}
+        out, state = generator_dir(workspace, gseed), state_file(repo_root(), stage, identity)
         if not state.exists():  # a fresh start: drop checkpoints of an earlier, different run
             for old in list_checkpoints(out).values():
                 old.unlink()
@@ -46,8 +47,8 @@ def main() -> None:
         labels = torch.arange(data.num_classes).repeat_interleave(8)
         images = generate(generator, labels, candidate_seeds(0, 0, 0, len(labels), "preview"), 1.0)
         sample_grid(images, 8, reports / f"seed_{gseed}.png", f"{stage}: EMA generator, epoch {last}, one row per class")
-        run.log_metrics({"d_loss": history[-1]["d_loss"], "g_loss": history[-1]["g_loss"],
-                         "train_seconds": sum(r["seconds"] for r in history), "checkpoints": len(list_checkpoints(out))})
+        run.log_metrics({"d_loss": history[-1]["d_loss"], "g_loss": history[-1]["g_loss"], "checkpoints": len(list_checkpoints(out))})
+        run.log_metrics({"train_seconds": sum(r["seconds"] for r in history)}, timing=True)
         run.log_artifact(reports / f"seed_{gseed}.png")
 
 

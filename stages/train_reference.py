@@ -50,7 +50,8 @@ def main() -> None:
         training_curves(result.history, reports / "curves.png", f"{STAGE}: {data.name}, {cfg.model.arch} w{cfg.model.width}")
         per_class_bars(result.final["test_per_class"], data.classes, reports / "per_class.png", "test accuracy per class")
         scalars = {k: v for k, v in result.final.items() if not k.endswith("per_class")}
-        run.log_metrics(scalars | {"train_seconds": sum(r["seconds"] for r in result.history)})
+        run.log_metrics(scalars)
+        run.log_metrics({"train_seconds": sum(r["seconds"] for r in result.history)}, timing=True)
         for name in ("history.csv", "per_class.csv", "curves.png", "per_class.png"):
             run.log_artifact(reports / name)
         print(f"{STAGE}: " + ", ".join(f"{k} {v:.2f}" for k, v in scalars.items()))

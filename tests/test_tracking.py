@@ -1,6 +1,5 @@
 import json
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -52,6 +51,7 @@ def test_stage_run_logs_params_tags_metrics_and_writes_the_metrics_file(tmp_path
     with StageRun(params, "common", root=tmp_path, metrics_dir=tmp_path / "metrics") as run:
         run.log_metrics({"loss": 1.0}, step=1)
         run.log_metrics({"test_top1": 91.5, "note": "skipped"})
+        run.log_metrics({"train_seconds": 12.5}, timing=True)
         with run.child("cell-1", {"n_base": 100, "setting": "real"}) as child:
             child.log_metrics({"accuracy": 80.0})
         artifact = tmp_path / "figure.png"
@@ -66,7 +66,7 @@ def test_stage_run_logs_params_tags_metrics_and_writes_the_metrics_file(tmp_path
     assert logged.data.params["seed"] == "7"
     assert logged.data.params["train_reference.classifier.train.lr"] == "0.1"
     assert logged.data.tags["synthgap.dataset"] == "digits" and logged.data.tags["dvc.exp_name"] == "exp-test"
-    assert logged.data.metrics["test_top1"] == 91.5
+    assert logged.data.metrics["test_top1"] == 91.5 and logged.data.metrics["train_seconds"] == 12.5
     assert client.get_experiment(logged.info.experiment_id).name == "common"
     assert (tmp_path / "mlartifacts" / "common").is_dir()
     assert [a.path for a in client.list_artifacts(run.run_id)] == ["figure.png"]

@@ -161,8 +161,10 @@ class _Run:
         for start in range(0, len(items), _MAX_BATCH):
             self.client.log_batch(self.run_id, params=items[start : start + _MAX_BATCH])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log numeric metrics (non-numeric values are skipped); the last value of each key is kept."""
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timing: bool = False) -> None:
+        """Log numeric metrics (non-numeric values are skipped). Values logged without a ``step`` also go
+        to the stage's DVC metrics file, except ``timing`` ones (wall-clock times would make the metrics
+        files of two identical runs differ)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -170,7 +172,7 @@ class _Run:
         items = [Metric(k, v, now, step or 0) for k, v in numeric.items()]
         for start in range(0, len(items), _MAX_BATCH):
             self.client.log_batch(self.run_id, metrics=items[start : start + _MAX_BATCH])
-        if step is None:
+        if step is None and not timing:
             self.metrics.update(numeric)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
