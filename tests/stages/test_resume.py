@@ -1,0 +1,60 @@
+"""A training stage killed with SIGKILL resumes, when rerun, to the weights of an uninterrupted run (CPU)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tests.conftest import REPO
+from tests.stages.test_stages import run_stage, workspace
+
+GAFI = """
+gafi:
+  generator_seeds: [0]
+  num_generators: [1]
+  gan: {z_dim: 8, shared_dim: 8, g_width: 4, d_width: 4, depth: 1, attention_resolution: 0, epochs: 12,
+        batch_size: 64, d_steps: 1, ema_start: 5, ema_decay: 0.9, checkpoint_every: 6, state_every: 1}
+"""
+
+
+def final_weights(ws: Path) -> dict:
+    payload = torch.load(ws / "models" / "train_generator" / "seed_0" / "epoch_0012.pt", weights_only=True)
+    return payload["state_dict"]
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+    (tmp_path / "reference").mkdir()
+    reference = workspace(tmp_path / "reference")
+    (reference / "params.yaml").write_text((reference / "params.yaml").read_text() + GAFI)
+    assert run_stage("prepare_data", reference).returncode == 0
+    killed = tmp_path / "killed"
+    shutil.copytree(reference, killed)
+    assert run_stage("train_generator", reference, "0").returncode == 0
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")} | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train_generator", "0"], cwd=killed, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_dir = killed / ".synthgap" / "state"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state_dir.is_dir() and any(state_dir.glob("train_generator@0-*.pt")) and any((killed / "models").rglob("epoch_0006.pt")):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "models" / "train_generator" / "seed_0" / "epoch_0012.pt").exists()
+
+    resumed = run_stage("train_generator", killed, "0")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    a, b = final_weights(reference), final_weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any(state_dir.glob("*.pt"))  # a finished run leaves no state behind
