@@ -126,3 +126,64 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     ws = workspace(tmp_path, name="nosuch")
     proc = run_stage("prepare_data", ws, "--debug")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "stage,addition,needles",
+    [
+        ("cas_final", "gafi:\n  threshold: 1.2\n", ("gafi.threshold = 1.2", "less than 1")),
+        ("cas_final", "gafi:\n  stddev: 0.0\n", ("gafi.stddev = 0.0", "greater than 0")),
+        ("tune_threshold", "gafi:\n  search: {thresholds: [0.0, 1.5]}\n", ("filter threshold must lie in [0, 1)",)),
+        ("tune_stddev", "gafi:\n  search: {stddevs: [-1.0]}\n", ("noise stddev must be > 0",)),
+        ("cas_multi", "gafi:\n  generator_seeds: [0]\n  num_generators: [1, 2]\n", ("num_generators [2] need 1..1 generators",)),
+    ],
+)
+def test_bad_gafi_params_end_with_one_line_and_touch_nothing(trained, stage, addition, needles):
+    before = snapshot(trained)
+    original = (trained / "params.yaml").read_text()
+    try:
+        (trained / "params.yaml").write_text(original + addition)
+        assert_one_error_line(run_stage(stage, trained, "0"), *needles)
+    finally:
+        (trained / "params.yaml").write_text(original)
+    assert snapshot(trained) == before
+
+
+def test_unreachable_tracking_server_stops_before_compute(trained):
+    before = snapshot(trained)
+    original = (trained / "params.yaml").read_text()
+    port = closed_port()
+    try:
+        (trained / "params.yaml").write_text(original + f"tracking:\n  uri: http://127.0.0.1:{port}\n")
+        line = assert_one_error_line(run_stage("train_reference", trained), f"127.0.0.1:{port} is unreachable")
+        assert "tracking.uri: null" in line
+    finally:
+        (trained / "params.yaml").write_text(original)
+    assert snapshot(trained) == before
+
+
+def test_base_size_larger_than_the_training_split(tmp_path):
+    ws = workspace(tmp_path, **{"base_sizes: [50]": "base_sizes: [50, 100000]"})
+    assert_one_error_line(run_stage("prepare_data", ws), "subset size 100000 is larger than the training split")
+
+
+def test_reference_classifier_from_another_dataset_is_refused(trained, tmp_path):
+    """The filter classifier was trained on digits (10 classes); a 3-class dataset must not use it."""
+    ws = tmp_path / "other"
+    ws.mkdir()
+    (ws / "models").symlink_to(trained / "models", target_is_directory=True)
+    rng = np.random.default_rng(0)
+    np.savez(ws / "three.npz", x_train=rng.integers(0, 255, (300, 8, 8), dtype=np.uint8), y_train=np.arange(300) % 3,
+             x_test=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y_test=np.arange(60) % 3)
+    workspace(ws, name="npz", path="three.npz", **{"val_size: 100": "val_size: 30", "base_sizes: [50]": "base_sizes: []"})
+    assert run_stage("prepare_data", ws).returncode == 0
+    line = assert_one_error_line(run_stage("cas_baseline", ws), "was trained on digits (10 classes")
+    assert "not on npz (3 classes" in line and "rerun train_reference" in line
