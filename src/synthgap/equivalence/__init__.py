@@ -1,0 +1,1 @@
+"""Equivalence (closed-set generative vs real data augmentation): the fitter and its figures."""

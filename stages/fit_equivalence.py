@@ -1,0 +1,82 @@
+"""Stage fit_equivalence: regress the equivalence formula (Equivalence paper, appendix A) from results.
+
+Standalone (refit any table, e.g. the paper's own)::
+
+    python -m stages.fit_equivalence --results FILE.csv --n-total N --out DIR [--ratios 1,2,3] [--features paper|best]
+
+``FILE.csv`` has ``setting,n_base,n_real_added,n_syn_added,accuracy`` (percent; optional ``trial``).
+Writes ``DIR/equivalence.json``, ``DIR/equivalence.md`` and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from synthgap.equivalence import figures
+from synthgap.equivalence.fit import fit_all, formula
+from synthgap.errors import UserError, run_main
+from synthgap.paths import atomic_write_csv, atomic_write_json, atomic_write_text
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m stages.fit_equivalence", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, required=True, help="CSV of augmentation results")
+    parser.add_argument("--n-total", type=int, required=True, help="size of the full training set (tau = 10 / n_total)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--ratios", default="1,2,3", help="n_real+ / n_base values to solve at (comma-separated)")
+    parser.add_argument("--features", choices=("paper", "best"), default="paper")
+    parser.add_argument("--eps", type=float, default=1e-3)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser.parse_args(argv)
+
+
+def write_outputs(frame: pd.DataFrame, fits: dict, out: Path, label: str, n_total: int) -> None:
+    atomic_write_json(out / "equivalence.json", {s: f.to_json() for s, f in fits.items()})
+    lines = [f"# Equivalence fit: {label}", "", f"tau = 10 / n_total = 1 / {n_total / 10:,.0f}", ""]
+    for setting, fit in fits.items():
+        lines += [f"## {setting}", "", f"    {formula(fit)}", "",
+                  f"R² of the equivalence fit: {fit.r2:.3f}; features: {', '.join(fit.features)}; "
+                  f"{len(fit.tuples)} tuples from base sizes {sorted(fit.models)}", ""]
+        if fit.c1_ci is not None:
+            lines += [f"95 % bootstrap intervals: c1 in [{fit.c1_ci[0]:.3f}, {fit.c1_ci[1]:.3f}], "
+                      f"c2 in [{fit.c2_ci[0]:.3f}, {fit.c2_ci[1]:.3f}]", ""]
+        lines += ["| n_base | n_real+/n_base | n_syn+/n_base |", "|---|---|---|"]
+        lines += [f"| {b:,.0f} | {r:g} | {y:.2f} |" for b, r, y in fit.tuples] + [""]
+        middle = sorted(fit.models)[len(fit.models) // 2]
+        figures.contour(fit, middle, out / f"contour_{setting}.png", f"{label} {setting}: n_base = {middle:,}")
+    atomic_write_text(out / "equivalence.md", "\n".join(lines))
+    figures.accuracy_curves(frame, fits, out / "accuracy_curves.png", label)
+    ir = figures.improvement_ratio(frame)
+    if len(ir):
+        atomic_write_csv(out / "improvement_ratio.csv", ir.to_dict("records"))
+        figures.ir_plot(ir, out / "improvement_ratio.png", label)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if not args.results.is_file():
+        raise UserError(f"results file {args.results} not found", "pass the CSV of augmentation results with --results")
+    if args.n_total <= 0:
+        raise UserError(f"--n-total {args.n_total} must be positive", "pass the size of the full training set")
+    try:
+        ratios = tuple(float(r) for r in args.ratios.split(","))
+    except ValueError:
+        raise UserError(f"--ratios '{args.ratios}' is not a comma-separated list of numbers", "e.g. --ratios 1,2,3") from None
+    if any(r <= 0 for r in ratios):
+        raise UserError(f"--ratios {args.ratios} must be positive", "e.g. --ratios 1,2,3")
+    try:
+        frame = pd.read_csv(args.results)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{args.results} is not a readable CSV ({err})", "write it with a header row") from None
+    fits = fit_all(frame, args.n_total, ratios=ratios, features=args.features, eps=args.eps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_outputs(frame, fits, args.out, args.results.stem, args.n_total)
+    for setting, fit in fits.items():
+        print(f"{setting}: {formula(fit)} (R² {fit.r2:.3f})")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,110 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthgap.equivalence.fit import (
+    PAPER_FEATURES,
+    AccuracyModel,
+    equivalence,
+    fit_accuracy,
+    fit_all,
+    fit_constants,
+    formula,
+    solve_equivalent,
+)
+from synthgap.errors import UserError
+from tests.conftest import REPO
+
+PUBLISHED = REPO / "reports" / "equivalence" / "published"
+
+
+def formula_table(c1, c2, n_total, bases, trials=1, noise=0.0, seed=0):
+    """Accuracies in which n_syn+ synthetic images are worth exactly the real images Eq. 13 says."""
+    rng = np.random.default_rng(seed)
+    tau, rows = 10 / n_total, []
+    acc_real = lambda n: 10.0 + 8.0 * np.log(n)  # noqa: E731
+    for trial in range(trials):
+        for nb in bases:
+            for r in (0, 1, 2, 3):
+                rows.append(("real", nb, r * nb, 0, acc_real(nb * (1 + r)) + noise * rng.normal(), trial))
+            k = c1 ** (tau * nb)
+            for m in (1, 2, 3, 4, 5, 8, 12, 20):
+                r = np.log(1 + m / k) / np.log(c2)
+                rows.append(("closed", nb, 0, m * nb, acc_real(nb * (1 + r)) + noise * rng.normal(), trial))
+    return pd.DataFrame(rows, columns=["setting", "n_base", "n_real_added", "n_syn_added", "accuracy", "trial"])
+
+
+def test_constants_are_recovered_exactly_from_exact_tuples():
+    tau = 10 / 50000
+    grid = [(nb, r) for nb in (500, 5000, 25000) for r in (1.0, 2.0, 3.0)]
+    tuples = np.array([(nb, r, equivalence(nb, r, 0.88, 2.53, tau)) for nb, r in grid])
+    c1, c2, r2 = fit_constants(tuples, tau)
+    assert c1 == pytest.approx(0.88, rel=1e-6) and c2 == pytest.approx(2.53, rel=1e-6) and r2 == pytest.approx(1.0)
+
+
+def test_regression_and_solver_are_exact_on_an_eq11_surface():
+    b = np.array([3.0, 0.8, 1.5, 5.0])
+    n_real, n_syn = np.meshgrid([100.0, 200, 300, 400], [0.0, 100, 300, 1000, 3000])
+    points = pd.DataFrame({"n_real": n_real.ravel(), "n_syn": n_syn.ravel()})
+    model_true = AccuracyModel(PAPER_FEATURES, b, 1e-3, 1.0)
+    points["accuracy"] = model_true(points["n_real"], points["n_syn"])
+    model = fit_accuracy(points, PAPER_FEATURES, 1e-3)
+    np.testing.assert_allclose(model.coefficients, b, rtol=1e-6)
+    n_syn = solve_equivalent(model, 100.0, 200.0)
+    assert float(model(100.0, n_syn)[0]) == pytest.approx(float(model(300.0, 0.0)[0]), abs=1e-8)
+
+
+def test_unreachable_equivalence_is_dropped():
+    flat = AccuracyModel(("log_real",), np.array([5.0, 0.0]), 1e-3, 1.0)  # synthetic data adds nothing
+    assert solve_equivalent(flat, 100.0, 100.0) is None
+
+
+@pytest.mark.parametrize("c1,c2", [(0.8, 3.0), (1.3, 2.2)])
+def test_fitter_recovers_known_constants_from_generated_tables(c1, c2):
+    fit = fit_all(formula_table(c1, c2, 10000, (500, 2000, 5000)), 10000)["closed"]
+    # Eq. 11 only approximates the generating surface, so recovery is close, not exact
+    assert fit.c1 == pytest.approx(c1, rel=0.08) and fit.c2 == pytest.approx(c2, rel=0.08) and fit.r2 > 0.98
+
+
+def test_bootstrap_intervals_with_trials():
+    fit = fit_all(formula_table(1.3, 2.2, 10000, (500, 2000, 5000), trials=3, noise=0.3), 10000, bootstrap=60)["closed"]
+    assert fit.c1_ci is not None and fit.c1_ci[0] < fit.c1 < fit.c1_ci[1] and fit.c2_ci[0] < fit.c2 < fit.c2_ci[1]
+
+
+def test_refit_of_the_papers_bloodmnist_tables():
+    fit = fit_all(pd.read_csv(PUBLISHED / "bloodmnist.csv"), 12000)["closed"]
+    assert fit.c1 == pytest.approx(0.72, abs=0.02) and fit.c2 == pytest.approx(3.88, abs=0.1)  # published Eq. 2
+    assert formula(fit).startswith("n_syn+ / n_base ≃ 0.72^(n_base / 1,200) × (3.90^")
+
+
+def test_best_features_ranks_all_31_subsets():
+    fit = fit_all(pd.read_csv(PUBLISHED / "cifar10.csv"), 50000, features="best")["closed"]
+    assert len(fit.selection) == 31 and fit.features == tuple(fit.selection[0]["features"])
+
+
+def test_bad_tables_are_user_errors():
+    with pytest.raises(UserError, match="lacks the columns"):
+        fit_all(pd.DataFrame({"setting": ["real"]}), 100)
+    with pytest.raises(UserError, match="no rows with setting == real"):
+        fit_all(formula_table(1.0, 2.0, 100, (10,)).query("setting != 'real'"), 100)
+
+
+def test_standalone_command_writes_json_markdown_and_figures(tmp_path):
+    out = tmp_path / "fit"
+    proc = subprocess.run([sys.executable, "-m", "stages.fit_equivalence", "--results", str(PUBLISHED / "cifar10.csv"),
+                           "--n-total", "50000", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "equivalence.json").read_text())
+    assert set(result) == {"closed", "open"}
+    assert {"c1", "c2", "tau", "features", "coefficients", "tuples", "r2"} <= set(result["closed"])
+    assert result["closed"]["tau"] == pytest.approx(1 / 5000)
+    assert all(t[2] <= 100 for t in result["open"]["tuples"])
+    for name in ("equivalence.md", "accuracy_curves.png", "contour_closed.png", "improvement_ratio.png"):
+        assert (out / name).is_file()
+    bad = subprocess.run([sys.executable, "-m", "stages.fit_equivalence", "--results", str(tmp_path / "none.csv"),
+                          "--n-total", "5", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("synthgap: error: results file")
