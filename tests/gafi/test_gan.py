@@ -5,7 +5,8 @@ from synthgap.config import GanConfig
 from synthgap.errors import UserError
 from synthgap.models.biggan import Discriminator, GanSpec, Generator
 from synthgap.noise import image_seeds, normal_from
-from synthgap.train.gan import ema_update, list_checkpoints, load_generator, train_gan
+from synthgap.train.gan import list_checkpoints, load_generator, train_gan
+from synthgap.train.state import ema_update
 
 SPEC = GanSpec(3, 8, 1, z_dim=8, shared_dim=8, g_width=4, d_width=4, depth=1, attention_resolution=0)
 CFG = GanConfig(z_dim=8, shared_dim=8, g_width=4, d_width=4, depth=1, attention_resolution=0, epochs=4,

@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 from synthgap.config import TrainConfig
 from synthgap.errors import UserError
 from synthgap.metrics import evaluate
-from synthgap.checkpoint import load_torch, save_torch
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.train.augment import augment
 from synthgap.train.precision import autocast_for
+from synthgap.train.state import load_state, restore, save_state
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
 TrainSet = Tensors | Callable[[int], Tensors]
@@ -87,14 +87,12 @@ def train_classifier(
     result = TrainResult()
     start_epoch = 0
     fingerprint = {"config": cfg.model_dump(mode="json"), "seed": seed}
-    if state_path is not None and state_path.is_file():
-        state = load_torch(state_path, device, fix=f"delete {state_path} to start over")
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            result.history = list(state["history"])
-            start_epoch = result.resumed_from = int(state["epoch"])
-            tqdm.write(f"{desc}: resuming from {state_path} at epoch {start_epoch}")
+    state = load_state(state_path, fingerprint, device)
+    if state is not None:
+        restore(state, model=model, optimizer=opt)
+        result.history = list(state["history"])
+        start_epoch = result.resumed_from = int(state["epoch"])
+        tqdm.write(f"{desc}: resuming from {state_path} at epoch {start_epoch}")
 
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=None, initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
@@ -151,14 +149,7 @@ def train_classifier(
             on_epoch(record)
         last = epoch + 1 == cfg.epochs
         if state_path is not None and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0 and not last:
-            state = {
-                "fingerprint": fingerprint,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "history": result.history,
-            }
-            save_torch(state, state_path)
+            save_state(state_path, fingerprint, epoch=epoch + 1, model=model, optimizer=opt, history=result.history)
 
     for name, (x_eval, y_eval) in evals.items():
         metrics = evaluate(model, x_eval, y_eval, batch_size=cfg.eval_batch_size, precision=cfg.precision)

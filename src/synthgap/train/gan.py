@@ -29,6 +29,7 @@ from synthgap.config import GanConfig
 from synthgap.errors import UserError
 from synthgap.models.biggan import Discriminator, GanSpec, Generator
 from synthgap.seeding import derive_seed, torch_generator
+from synthgap.train.state import ema_update, load_state, restore, save_state
 
 
 def checkpoint_path(out_dir: Path, epoch: int) -> Path:
@@ -66,13 +67,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-@torch.no_grad()
-def ema_update(ema: Generator, model: Generator, decay: float) -> None:
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
-    for target, source in zip(ema.buffers(), model.buffers()):
-        target.copy_(source)
-
-
 def train_gan(
     spec: GanSpec,
     x: torch.Tensor,
@@ -97,14 +91,11 @@ def train_gan(
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, **adam)
     fingerprint = {"spec": asdict(spec), "config": cfg.model_dump(mode="json"), "seed": seed, "n": len(y)}
     start_epoch, d_step, g_step, history = 0, 0, 0, []
-    if state_path is not None and state_path.is_file():
-        state = load_torch(state_path, device, fix=f"delete {state_path} to start over")
-        if state.get("fingerprint") == fingerprint:
-            for module, key in ((generator, "generator"), (discriminator, "discriminator"), (ema, "ema"),
-                                (opt_g, "opt_g"), (opt_d, "opt_d")):
-                module.load_state_dict(state[key])
-            start_epoch, d_step, g_step, history = state["epoch"], state["d_step"], state["g_step"], list(state["history"])
-            tqdm.write(f"{desc}: resuming from {state_path} at epoch {start_epoch}")
+    state = load_state(state_path, fingerprint, device)
+    if state is not None:
+        restore(state, generator=generator, discriminator=discriminator, ema=ema, opt_g=opt_g, opt_d=opt_d)
+        start_epoch, d_step, g_step, history = state["epoch"], state["d_step"], state["g_step"], list(state["history"])
+        tqdm.write(f"{desc}: resuming from {state_path} at epoch {start_epoch}")
 
     n, batch = len(y), min(cfg.batch_size, len(y))
     steps = n // batch
@@ -159,11 +150,8 @@ def train_gan(
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             save_generator(ema, checkpoint_path(out_dir, epoch + 1), epoch + 1)
         if state_path is not None and (epoch + 1) % cfg.state_every == 0 and not last:
-            save_torch({
-                "fingerprint": fingerprint, "epoch": epoch + 1, "d_step": d_step, "g_step": g_step, "history": history,
-                "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            }, state_path)
+            save_state(state_path, fingerprint, epoch=epoch + 1, d_step=d_step, g_step=g_step, history=history,
+                       generator=generator, discriminator=discriminator, ema=ema, opt_g=opt_g, opt_d=opt_d)
         if on_epoch is not None:
             on_epoch(record)
     if state_path is not None and state_path.exists():

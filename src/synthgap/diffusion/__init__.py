@@ -1,0 +1,1 @@
+"""Diffusion models: EDM preconditioning, loss and samplers."""

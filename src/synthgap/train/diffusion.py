@@ -1,0 +1,109 @@
+"""Training loop of the class-conditional EDM denoiser (Adam, EMA, resumable state).
+
+Training length is counted in optimizer steps (base subsets can hold a few hundred images). Step ``k`` draws
+its batch (without replacement), noise levels and noise from a generator seeded with
+``derive_seed(seed, "edm", k)``; the state (network, EMA, optimizer, step, history) is written atomically every
+``state_every`` steps, so a killed run resumes to exactly the weights of an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from synthgap.checkpoint import load_torch, save_torch
+from synthgap.diffusion.edm import Denoiser, EdmConfig, edm_loss
+from synthgap.errors import UserError
+from synthgap.models.unet import UNet, UNetSpec
+from synthgap.seeding import derive_seed, torch_generator
+from synthgap.train.state import ema_update, load_state, restore, save_state
+
+
+def save_denoiser(denoiser: Denoiser, path: Path, step: int) -> None:
+    state = {k: v.detach().cpu() for k, v in denoiser.net.state_dict().items()}
+    spec = asdict(denoiser.net.spec)
+    save_torch({"spec": {**spec, "channel_mult": list(spec["channel_mult"])}, "step": step, "state_dict": state}, path)
+
+
+def load_denoiser(path: Path, device: torch.device | str = "cpu") -> Denoiser:
+    payload = load_torch(path, device, fix="retrain it with `dvc repro train_diffusion`")
+    try:
+        spec = UNetSpec(**{**payload["spec"], "channel_mult": tuple(payload["spec"]["channel_mult"])})
+        net = UNet(spec)
+        net.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path} is not a diffusion checkpoint of this version ({str(err).splitlines()[0]})",
+                        "retrain it with `dvc repro train_diffusion`") from err
+    return Denoiser(net).to(device).eval().requires_grad_(False)
+
+
+def train_diffusion(
+    spec: UNetSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    ema_decay: float,
+    seed: int,
+    device: torch.device | str,
+    state_every: int = 0,
+    log_every: int = 100,
+    state_path: Path | None = None,
+    on_log: Callable[[dict], None] | None = None,
+    edm: EdmConfig = EdmConfig(),
+    desc: str = "train_diffusion",
+) -> tuple[Denoiser, list[dict]]:
+    """Train on uint8 images ``x`` (N, C, H, W) with labels ``y``; returns the EMA denoiser and the loss log."""
+    device = torch.device(device)
+    x, y = x.to(device), y.to(device)
+    torch.manual_seed(derive_seed(seed, "edm", "init"))
+    denoiser = Denoiser(UNet(spec), edm.sigma_data).to(device)
+    ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
+    opt = torch.optim.Adam(denoiser.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    fingerprint = {"spec": asdict(spec), "steps": steps, "batch": batch_size, "lr": lr, "ema": ema_decay,
+                   "seed": seed, "n": len(y), "edm": asdict(edm)}
+    start, history = 0, []
+    state = load_state(state_path, fingerprint, device)
+    if state is not None:
+        restore(state, denoiser=denoiser, ema=ema, optimizer=opt)
+        start, history = state["step"], list(state["history"])
+        tqdm.write(f"{desc}: resuming from {state_path} at step {start}")
+    batch = min(batch_size, len(y))
+    denoiser.train()
+    running, count, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+    for step in tqdm(range(start, steps), desc=desc, disable=None, initial=start, total=steps):
+        gen = torch_generator(derive_seed(seed, "edm", step), device)
+        idx = torch.randperm(len(y), device=device, generator=gen)[:batch]
+        images = x[idx].float().div_(127.5).sub_(1.0)
+        loss = edm_loss(denoiser, images, y[idx], edm, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(ema, denoiser, ema_decay)
+        running += loss.detach()
+        count += 1
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            record = {"step": done, "loss": running.item() / count, "seconds": time.perf_counter() - t0}
+            if not math.isfinite(record["loss"]):
+                kept = f"; the last good state is kept in {state_path}" if state_path is not None and state_path.exists() else ""
+                raise UserError(f"{desc}: diffusion training diverged (non-finite loss) before step {done}{kept}",
+                                "lower equivalence.diffusion.lr")
+            history.append(record)
+            running, count, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+            if on_log is not None:
+                on_log(record)
+        if state_path is not None and state_every and done % state_every == 0 and done < steps:
+            save_state(state_path, fingerprint, step=done, history=history, denoiser=denoiser, ema=ema, optimizer=opt)
+    if state_path is not None and state_path.exists():
+        state_path.unlink()
+    return ema, history
