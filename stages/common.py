@@ -54,3 +54,28 @@ def run_gafi_grid(stage: str, make_cells) -> dict | None:
         best = run_grid(ctx, run, stage, cells, reports / f"{stage}.json")
         print(f"{stage}: best {best['name']}, CAS {best['cas']:.2f}")
         return best
+
+
+def equivalence_foreach_params(stage: str) -> tuple[StageParams, int, Path]:
+    """Params of an Equivalence stage run once per base size (named ``<stage>@<n_base>``)."""
+    workspace = workspace_root()
+    params = load_stage_params(stage, workspace / "params.yaml", section="equivalence")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if not args or not args[0].isdigit():
+        raise UserError("missing base size argument", f"run it as `python -m stages.{stage} <n_base>`")
+    n_base = int(args[0])
+    if n_base not in params.section.base_sizes:
+        raise UserError(f"base size {n_base} is not in equivalence.base_sizes {list(params.section.base_sizes)}",
+                        "add it there first")
+    return replace(params, stage=f"{stage}@{n_base}"), n_base, workspace
+
+
+def base_subset(workspace: Path, n_base: int):
+    """The processed data and the indices of its base subset of size ``n_base``."""
+    from synthgap.data import load_processed
+
+    data = load_processed(workspace / "data" / "processed")
+    if n_base not in data.base_subsets:
+        raise UserError(f"no base subset of size {n_base} in data/processed (it has {sorted(data.base_subsets)})",
+                        "add the size to prepare_data.base_sizes and rerun prepare_data")
+    return data, data.base_subsets[n_base]

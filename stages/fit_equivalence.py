@@ -1,5 +1,10 @@
 """Stage fit_equivalence: regress the equivalence formula (Equivalence paper, appendix A) from results.
 
+In the pipeline (``dvc repro``, no arguments) it reads the ``augment@<n_base>`` results: the child runs of
+each stage's MLflow run (its id is in ``reports/metrics/augment@<n>.json``), falling back to the rows of
+``reports/equivalence/augment/base_<n>.json`` when MLflow lacks them (DVC's run-cache skipped the stage,
+or the database is elsewhere), and writes ``reports/equivalence/``.
+
 Standalone (refit any table, e.g. the paper's own)::
 
     python -m stages.fit_equivalence --results FILE.csv --n-total N --out DIR [--ratios 1,2,3] [--features paper|best]
@@ -23,9 +28,9 @@ from synthgap.paths import atomic_write_csv, atomic_write_json, atomic_write_tex
 
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stages.fit_equivalence", description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, required=True, help="CSV of augmentation results")
-    parser.add_argument("--n-total", type=int, required=True, help="size of the full training set (tau = 10 / n_total)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--results", type=Path, help="CSV of augmentation results (default: the pipeline's)")
+    parser.add_argument("--n-total", type=int, help="size of the full training set (tau = 10 / n_total)")
+    parser.add_argument("--out", type=Path, help="output folder")
     parser.add_argument("--ratios", default="1,2,3", help="n_real+ / n_base values to solve at (comma-separated)")
     parser.add_argument("--features", choices=("paper", "best"), default="paper")
     parser.add_argument("--eps", type=float, default=1e-3)
@@ -55,8 +60,71 @@ def write_outputs(frame: pd.DataFrame, fits: dict, out: Path, label: str, n_tota
         figures.ir_plot(ir, out / "improvement_ratio.png", label)
 
 
+def collect_pipeline_results(workspace: Path, base_sizes, uri: str) -> tuple[pd.DataFrame, dict]:
+    """Rows of every augment@<n> stage, from MLflow where complete, else from the stage's JSON file."""
+    import json
+
+    from synthgap.tracking import get_client
+
+    client, frames, sources = get_client(uri), [], {}
+    for n_base in base_sizes:
+        path = workspace / "reports" / "equivalence" / "augment" / f"base_{n_base}.json"
+        if not path.is_file():
+            raise UserError(f"{path} not found", f"run `dvc repro augment@{n_base}` first")
+        file_rows = pd.DataFrame(json.loads(path.read_text())["rows"])
+        metrics = workspace / "reports" / "metrics" / f"augment@{n_base}.json"
+        parent = json.loads(metrics.read_text()).get("mlflow_run_id") if metrics.is_file() else None
+        runs = []
+        if parent:
+            experiment = client.get_experiment_by_name("equivalence")
+            if experiment is not None:
+                runs = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
+        mlflow_rows = pd.DataFrame([
+            {"setting": r.data.params["setting"], "n_base": int(r.data.params["n_base"]),
+             "n_real_added": int(r.data.params["n_real_added"]), "n_syn_added": int(r.data.params["n_syn_added"]),
+             "trial": int(r.data.params["trial"]), "accuracy": r.data.metrics["accuracy"]}
+            for r in runs if r.info.status == "FINISHED" and "accuracy" in r.data.metrics
+        ])
+        complete = len(mlflow_rows) == len(file_rows)
+        frames.append(mlflow_rows if complete else file_rows[list(REQUIRED_COLUMNS)])
+        sources[n_base] = "mlflow" if complete else "metrics file"
+    return pd.concat(frames, ignore_index=True), sources
+
+
+REQUIRED_COLUMNS = ("setting", "n_base", "n_real_added", "n_syn_added", "trial", "accuracy")
+
+
+def pipeline_main() -> None:
+    from synthgap.config import load_stage_params
+    from synthgap.data import load_processed
+    from synthgap.paths import workspace_root
+    from synthgap.tracking import StageRun
+
+    workspace = workspace_root()
+    params = load_stage_params("fit_equivalence", workspace / "params.yaml", section="equivalence")
+    cfg = params.section
+    out = workspace / "reports" / "equivalence"
+    with StageRun(params, experiment="equivalence") as run:
+        data = load_processed(workspace / "data" / "processed")
+        frame, sources = collect_pipeline_results(workspace, cfg.base_sizes, run.uri)
+        n_total = cfg.n_total or len(data.y_train)
+        fits = fit_all(frame, n_total, ratios=tuple(cfg.fit_ratios))
+        atomic_write_csv(out / "results.csv", frame.to_dict("records"))
+        write_outputs(frame, fits, out, data.name, n_total)
+        for setting, fit in fits.items():
+            run.log_metrics({f"{setting}_c1": fit.c1, f"{setting}_c2": fit.c2, f"{setting}_r2": fit.r2, f"{setting}_tuples": len(fit.tuples)})
+            print(f"{setting}: {formula(fit)} (R² {fit.r2:.3f}, {len(fit.tuples)} tuples)")
+        run.set_tags({"results_source": ",".join(f"{b}:{s}" for b, s in sources.items())})
+        for name in ("equivalence.json", "equivalence.md", "results.csv", "accuracy_curves.png"):
+            run.log_artifact(out / name)
+
+
 def main(argv=None) -> None:
     args = parse(argv)
+    if args.results is None:
+        return pipeline_main()
+    if args.n_total is None or args.out is None:
+        raise UserError("--results needs --n-total and --out", "pass all three, or none to fit the pipeline's results")
     if not args.results.is_file():
         raise UserError(f"results file {args.results} not found", "pass the CSV of augmentation results with --results")
     if args.n_total <= 0:

@@ -245,10 +245,57 @@ class GafiConfig(Section):
         return self
 
 
+class DiffusionConfig(Section):
+    """EDM denoiser trained from scratch on a base subset (the closed-set generator)."""
+
+    width: StrictInt = Field(128, ge=4, le=1024, description="UNet base width.")
+    channel_mult: tuple[StrictInt, ...] = Field((1, 2, 2), min_length=1)
+    blocks: StrictInt = Field(2, ge=1, le=8, description="Residual blocks per resolution.")
+    attention_resolution: StrictInt = Field(16, ge=0, description="Self-attention at this size; 0 disables.")
+    dropout: Float = Field(0.1, ge=0, lt=1)
+    steps: StrictInt = Field(200_000, ge=1, description="Optimizer steps.")
+    batch_size: StrictInt = Field(512, ge=2)
+    lr: Float = Field(1e-3, gt=0, le=1)
+    ema_decay: Float = Field(0.9999, ge=0, lt=1)
+    state_every: StrictInt = Field(1000, ge=0, description="Write resumable state every k steps (0: never).")
+    sampler_steps: StrictInt = Field(18, ge=2, le=1000, description="Heun steps N (2N - 1 evaluations).")
+
+
+class OpenSetConfig(Section):
+    path: StrictStr | None = Field(None, description="Labelled synthetic images made elsewhere; null: no open-set runs.")
+    format: Literal["npz", "imagefolder"] = Field("npz", description="npz: x_train/y_train; imagefolder: <class>/*.")
+
+
+class EquivalenceConfig(Section):
+    base_sizes: tuple[StrictInt, ...] = Field((500, 5000, 25000), min_length=1,
+                                              description="n_base values; each must be one of prepare_data.base_sizes.")
+    diffusion: DiffusionConfig = DiffusionConfig()
+    open_set: OpenSetConfig = OpenSetConfig()
+    real_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0), description="Real additions as multiples of n_base.")
+    syn_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0, 4.0, 5.0), description="Synthetic additions as multiples of n_base.")
+    trials: StrictInt = Field(1, ge=1, le=100)
+    classifier: ClassifierConfig = ClassifierConfig(model=ModelConfig(arch="resnet110", width=16))
+    epochs_by_base: tuple[tuple[StrictInt, StrictInt], ...] = Field(
+        ((500, 480), (5000, 320), (10**9, 160)),
+        description="(largest n_base, epochs) pairs, appendix B: smaller bases train longer; lr x0.1 at 50 % and 75 %.",
+    )
+    fit_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0), description="n_real+ / n_base values the fitter solves at.")
+    n_total: StrictInt | None = Field(None, ge=1, description="tau = 10 / n_total; null: the full training split.")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> EquivalenceConfig:
+        check_grid("base_sizes", self.base_sizes, lambda v: v > 0, "each base size must be positive")
+        check_grid("real_ratios", self.real_ratios, lambda v: v > 0, "each ratio must be positive")
+        check_grid("syn_ratios", self.syn_ratios, lambda v: v > 0, "each ratio must be positive")
+        check_grid("fit_ratios", self.fit_ratios, lambda v: v > 0, "each ratio must be positive")
+        return self
+
+
 SECTIONS: dict[str, type[Section]] = {
     "prepare_data": PrepareDataConfig,
     "train_reference": TrainReferenceConfig,
     "gafi": GafiConfig,
+    "equivalence": EquivalenceConfig,
 }
 COMMON_KEYS = ("seed", "device", "data", "tracking")
 

@@ -1,0 +1,52 @@
+"""Stage sample_diffusion@<n_base>: a class-balanced synthetic pool from the base subset's EDM model.
+
+The pool holds ``max(equivalence.syn_ratios) * n_base`` images, labels interleaved so that every prefix is
+class-balanced, each from its own seed (deterministic Heun, ``equivalence.diffusion.sampler_steps`` steps).
+Writes ``data/synthetic/sample_diffusion/base_<n>.npz`` (images, labels, seeds, class names) and a preview.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from synthgap.data import load_processed
+from synthgap.diffusion.edm import heun_sample
+from synthgap.errors import run_main
+from synthgap.gafi.sampling import save_synthetic
+from synthgap.noise import image_seeds
+from synthgap.plots import sample_grid
+from synthgap.runtime import resolve_device
+from synthgap.tracking import StageRun
+from synthgap.train.diffusion import load_denoiser
+from synthgap.train.gan import to_uint8
+from stages.common import equivalence_foreach_params
+
+STAGE = "sample_diffusion"
+
+
+def main() -> None:
+    params, n_base, workspace = equivalence_foreach_params(STAGE)
+    cfg = params.section
+    device = resolve_device(params.device)
+    with StageRun(params, experiment="equivalence") as run:
+        data = load_processed(workspace / "data" / "processed")
+        denoiser = load_denoiser(workspace / "models" / "train_diffusion" / f"base_{n_base}" / "edm.pt", device)
+        count = round(max(cfg.syn_ratios) * n_base)
+        labels = torch.arange(count, device=device) % data.num_classes
+        seeds = image_seeds(params.seed, torch.arange(count), STAGE, n_base)
+        h, _, c = data.image_shape
+        batches = []
+        for start in range(0, count, 1024):
+            batch = heun_sample(denoiser, labels[start : start + 1024], seeds[start : start + 1024], (c, h, h),
+                                steps=cfg.diffusion.sampler_steps)
+            batches.append(to_uint8(batch))
+        images = torch.cat(batches)
+        save_synthetic(workspace / "data" / "synthetic" / STAGE / f"base_{n_base}.npz", images, labels, data.classes, seeds)
+        preview = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.png"
+        sample_grid(images[: 8 * data.num_classes], data.num_classes, preview, f"{params.stage}: one column per class")
+        run.log_metrics({"pool_size": count})
+        run.log_artifact(preview)
+
+
+if __name__ == "__main__":
+    run_main(main)

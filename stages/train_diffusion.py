@@ -1,0 +1,45 @@
+"""Stage train_diffusion@<n_base>: the closed-set generator, an EDM model trained only on the base subset.
+
+Writes ``models/train_diffusion/base_<n>/edm.pt`` (EMA denoiser + settings) and the loss log
+``reports/equivalence/train_diffusion/base_<n>.csv``. Killed runs resume from ``.synthgap/state/``.
+"""
+
+from __future__ import annotations
+
+from synthgap.errors import run_main
+from synthgap.models.unet import UNetSpec
+from synthgap.paths import atomic_write_csv, repo_root
+from synthgap.runtime import resolve_device
+from synthgap.tracking import StageRun
+from synthgap.train.classifier import state_file, to_device_tensors
+from synthgap.train.diffusion import save_denoiser, train_diffusion
+from stages.common import base_subset, equivalence_foreach_params
+
+STAGE = "train_diffusion"
+
+
+def main() -> None:
+    params, n_base, workspace = equivalence_foreach_params(STAGE)
+    cfg = params.section.diffusion
+    device = resolve_device(params.device)
+    with StageRun(params, experiment="equivalence") as run:
+        data, idx = base_subset(workspace, n_base)
+        h, _, c = data.image_shape
+        arch = cfg.model_dump(include={"width", "channel_mult", "blocks", "attention_resolution", "dropout"})
+        spec = UNetSpec(data.num_classes, h, c, **arch, dataset=data.name)
+        x, y = to_device_tensors(data.x_train[idx], data.y_train[idx], device)
+        identity = {"diffusion": cfg.model_dump(), "data": params.data.model_dump(), "n_base": n_base, "seed": params.seed}
+        denoiser, history = train_diffusion(
+            spec, x, y, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
+            seed=params.seed, device=device, state_every=cfg.state_every, log_every=max(1, cfg.steps // 20),
+            state_path=state_file(repo_root(), params.stage, identity), desc=params.stage,
+            on_log=lambda r: run.log_metrics({"loss": r["loss"]}, step=r["step"]),
+        )
+        save_denoiser(denoiser, workspace / "models" / STAGE / f"base_{n_base}" / "edm.pt", cfg.steps)
+        atomic_write_csv(workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.csv", history)
+        run.log_metrics({"final_loss": history[-1]["loss"], "n_base": n_base})
+        run.log_metrics({"train_seconds": sum(r["seconds"] for r in history)}, timing=True)
+
+
+if __name__ == "__main__":
+    run_main(main)
