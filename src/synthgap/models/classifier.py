@@ -63,6 +63,17 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.prepare(x))
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features: the input of the backbone's last linear layer (any architecture)."""
+        head = [m for m in self.backbone.modules() if isinstance(m, nn.Linear)][-1]
+        captured: list[torch.Tensor] = []
+        handle = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+        try:
+            self.forward(x)
+        finally:
+            handle.remove()
+        return captured[0]
+
 
 def build_backbone(spec: ClassifierSpec) -> nn.Module:
     if spec.arch in ("resnet20", "resnet110"):
