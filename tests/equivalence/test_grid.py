@@ -48,3 +48,23 @@ def test_grid_cell_params_reach_mlflow_exactly(tmp_path):
     logged = get_client(run.uri).get_run(child.run_id)
     assert logged.data.params == {"setting": "closed", "n_base": "100", "n_real_added": "0", "n_syn_added": "300", "trial": "1"}
     assert logged.data.metrics == {"accuracy": 88.5} and logged.data.tags["mlflow.parentRunId"] == run.run_id
+
+
+def test_open_set_pools_load_from_npz_and_image_folders(tmp_path):
+    from PIL import Image
+
+    from synthgap.equivalence.grid import load_pool
+    from synthgap.errors import UserError
+
+    np.savez(tmp_path / "pool.npz", x_train=np.zeros((6, 8, 8, 3), np.uint8), y_train=np.arange(6) % 3)
+    x, y = load_pool(tmp_path / "pool.npz", "npz", 3)
+    assert x.shape == (6, 8, 8, 3) and y.tolist() == [0, 1, 2, 0, 1, 2]
+    for c in ("cat", "dog"):
+        (tmp_path / "folder" / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "folder" / c / "0.png")
+    x, y = load_pool(tmp_path / "folder", "imagefolder", 2)
+    assert x.shape == (2, 8, 8, 3) and y.tolist() == [0, 1]
+    with pytest.raises(UserError, match="labels up to 2"):
+        load_pool(tmp_path / "pool.npz", "npz", 2)
+    with pytest.raises(UserError, match="not found"):
+        load_pool(tmp_path / "missing.npz", "npz", 3)
