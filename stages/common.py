@@ -11,15 +11,16 @@ from synthgap.errors import UserError
 from synthgap.paths import workspace_root
 
 
-def generator_seed_argument(allowed: tuple[int, ...]) -> int:
-    """The generator seed a ``foreach`` stage passes as its first argument (``train_generator@<seed>``)."""
+def foreach_argument(what: str, key: str, allowed: tuple[int, ...]) -> int:
+    """The item a ``foreach`` stage gets as its first argument (``train_generator@<seed>``, ``augment@<n_base>``),
+    which must be one of ``allowed`` (the params list ``key``)."""
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if not args or not args[0].lstrip("-").isdigit():
-        raise UserError("missing generator seed argument", "run it as `python -m stages.<stage> <generator seed>`")
-    seed = int(args[0])
-    if seed not in allowed:
-        raise UserError(f"generator seed {seed} is not in gafi.generator_seeds {list(allowed)}", "add it there first")
-    return seed
+        raise UserError(f"missing {what} argument", f"run it as `python -m stages.<stage> <{what}>`")
+    item = int(args[0])
+    if item not in allowed:
+        raise UserError(f"{what} {item} is not in {key} {list(allowed)}", "add it there first")
+    return item
 
 
 def gafi_params(stage: str) -> tuple[StageParams, Path]:
@@ -31,7 +32,7 @@ def gafi_params(stage: str) -> tuple[StageParams, Path]:
 def gafi_foreach_params(stage: str) -> tuple[StageParams, int, Path]:
     """Like :func:`gafi_params` for a stage run once per generator seed; the run is named ``<stage>@<seed>``."""
     params, workspace = gafi_params(stage)
-    seed = generator_seed_argument(params.section.generator_seeds)
+    seed = foreach_argument("generator seed", "gafi.generator_seeds", params.section.generator_seeds)
     return replace(params, stage=f"{stage}@{seed}"), seed, workspace
 
 
@@ -60,13 +61,7 @@ def equivalence_foreach_params(stage: str) -> tuple[StageParams, int, Path]:
     """Params of an Equivalence stage run once per base size (named ``<stage>@<n_base>``)."""
     workspace = workspace_root()
     params = load_stage_params(stage, workspace / "params.yaml", section="equivalence")
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if not args or not args[0].isdigit():
-        raise UserError("missing base size argument", f"run it as `python -m stages.{stage} <n_base>`")
-    n_base = int(args[0])
-    if n_base not in params.section.base_sizes:
-        raise UserError(f"base size {n_base} is not in equivalence.base_sizes {list(params.section.base_sizes)}",
-                        "add it there first")
+    n_base = foreach_argument("base size", "equivalence.base_sizes", params.section.base_sizes)
     return replace(params, stage=f"{stage}@{n_base}"), n_base, workspace
 
 

@@ -18,7 +18,7 @@ from synthgap.plots import sample_grid
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
 from synthgap.train.diffusion import load_denoiser
-from synthgap.train.gan import to_uint8
+from synthgap.images import to_uint8
 from stages.common import equivalence_foreach_params
 
 STAGE = "sample_diffusion"

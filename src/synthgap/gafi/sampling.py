@@ -11,7 +11,7 @@ import torch
 
 from synthgap.models.biggan import Generator
 from synthgap.noise import image_seeds, normal_from
-from synthgap.train.gan import to_uint8
+from synthgap.images import to_uint8
 
 
 def balanced_counts(total: int, num_classes: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from synthgap.checkpoint import load_torch, save_torch
 from synthgap.diffusion.edm import Denoiser, EdmConfig, edm_loss
 from synthgap.errors import UserError
+from synthgap.images import to_unit_range
 from synthgap.models.unet import UNet, UNetSpec
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.train.state import ema_update, load_state, restore, save_state
@@ -83,7 +84,7 @@ def train_diffusion(
     for step in tqdm(range(start, steps), desc=desc, disable=None, initial=start, total=steps):
         gen = torch_generator(derive_seed(seed, "edm", step), device)
         idx = torch.randperm(len(y), device=device, generator=gen)[:batch]
-        images = x[idx].float().div_(127.5).sub_(1.0)
+        images = to_unit_range(x[idx])
         loss = edm_loss(denoiser, images, y[idx], edm, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

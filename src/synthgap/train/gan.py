@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from synthgap.checkpoint import load_torch, save_torch
 from synthgap.config import GanConfig
 from synthgap.errors import UserError
+from synthgap.images import to_unit_range
 from synthgap.models.biggan import Discriminator, GanSpec, Generator
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.train.state import ema_update, load_state, restore, save_state
@@ -56,15 +57,6 @@ def load_generator(path: Path, device: torch.device | str = "cpu") -> Generator:
         raise UserError(f"{path} is not a generator checkpoint of this version ({str(err).splitlines()[0]})",
                         "retrain it with `dvc repro train_generator`") from err
     return generator.to(device).eval().requires_grad_(False)
-
-
-def to_gan_range(x_uint8: torch.Tensor) -> torch.Tensor:
-    return x_uint8.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8 pixels, exactly as a PNG of the image would store them."""
-    return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def train_gan(
@@ -109,7 +101,7 @@ def train_gan(
         d_sum, g_sum, g_count = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for i in range(steps):
             idx = order[i * batch : (i + 1) * batch]
-            real, real_y = to_gan_range(x[idx]), y[idx]
+            real, real_y = to_unit_range(x[idx]), y[idx]
             z = torch.randn(batch, spec.z_dim, device=device, generator=gen)
             fake_y = torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen)
             with torch.no_grad():
