@@ -70,7 +70,7 @@ def base_subset(workspace: Path, n_base: int):
     from synthgap.data import load_processed
 
     data = load_processed(workspace / "data" / "processed")
-    if n_base not in data.base_subsets:
-        raise UserError(f"no base subset of size {n_base} in data/processed (it has {sorted(data.base_subsets)})",
-                        "add the size to prepare_data.base_sizes and rerun prepare_data")
-    return data, data.base_subsets[n_base]
+    try:
+        return data, data.base_subset(n_base)
+    except UserError as err:
+        raise UserError(f"equivalence.base_sizes: {err.what}", err.fix) from None

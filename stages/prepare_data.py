@@ -1,6 +1,6 @@
-"""Stage prepare_data: load the raw dataset, split train/validation, draw base subsets.
+"""Stage prepare_data: load the raw dataset, split train/validation.
 
-Writes ``data/processed/{dataset.npz, base_subsets.npz, info.json}`` (see ``synthgap.data.processed``).
+Writes ``data/processed/{dataset.npz, info.json}`` (see ``synthgap.data.processed``).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ def main() -> None:
     with StageRun(params, experiment="common") as run:
         source = raw_path(params.data.name, params.data.path, repo_root())
         dataset = load_dataset(params.data.name, source, params.data.download, params.data.image_size)
-        data = build_processed(dataset, cfg.val_size, cfg.base_sizes, cfg.split_seed)
+        data = build_processed(dataset, cfg.val_size, cfg.split_seed)
         out = workspace / "data" / "processed"
         save_processed(data, out)
         info = data.info()
         run.log_metrics({f"n_{split}": n for split, n in info["sizes"].items()} | {"num_classes": data.num_classes})
         run.log_artifact(out / "info.json")
-        print(f"{STAGE}: {data.name} {info['image_shape']} sizes {info['sizes']} base subsets {info['base_sizes']}")
+        print(f"{STAGE}: {data.name} {info['image_shape']} sizes {info['sizes']}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import pytest
 
 from synthgap.config import (
     SECTIONS,
-    PrepareDataConfig,
+    EquivalenceConfig,
     TrainConfig,
     TrainReferenceConfig,
     load_stage_params,
@@ -80,8 +80,8 @@ def test_milestones_must_lie_inside_the_run():
 
 
 def test_base_sizes_must_be_positive():
-    with pytest.raises(UserError, match="base_sizes must be positive"):
-        validate_section(PrepareDataConfig, {"base_sizes": [100, -5]}, "prepare_data.")
+    with pytest.raises(UserError, match="each base size must be positive"):
+        validate_section(EquivalenceConfig, {"base_sizes": [100, -5]}, "equivalence.")
 
 
 def test_bad_device_and_bad_yaml(tmp_path):

@@ -136,16 +136,6 @@ class PrepareDataConfig(Section):
     val_size: StrictInt | None = Field(
         None, ge=0, description="Validation images held out of train; null: as many as test (GaFi code)."
     )
-    base_sizes: tuple[StrictInt, ...] = Field(
-        (), description="Sizes of the class-proportional base subsets of the train split (Equivalence)."
-    )
-
-    @model_validator(mode="after")
-    def _positive_sizes(self) -> PrepareDataConfig:
-        bad = [s for s in self.base_sizes if s <= 0]
-        if bad:
-            raise ValueError(f"base_sizes must be positive, got {bad}")
-        return self
 
 
 class TrainReferenceConfig(Section):
@@ -268,7 +258,7 @@ class OpenSetConfig(Section):
 
 class EquivalenceConfig(Section):
     base_sizes: tuple[StrictInt, ...] = Field((500, 5000, 25000), min_length=1,
-                                              description="n_base values; each must be one of prepare_data.base_sizes.")
+                                              description="n_base values: class-proportional subsets of the train split.")
     diffusion: DiffusionConfig = DiffusionConfig()
     open_set: OpenSetConfig = OpenSetConfig()
     real_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0), description="Real additions as multiples of n_base.")

@@ -44,12 +44,15 @@ def test_processed_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     ds = ImageDataset("toy", ("a", "b", "c", "d"), rng.integers(0, 255, (100, 4, 4, 1), dtype=np.uint8), LABELS,
                       np.zeros((8, 4, 4, 1), np.uint8), np.arange(8) % 4)
-    data = build_processed(ds, val_size=None, base_sizes=(10, 20), split_seed=0)
+    data = build_processed(ds, val_size=None, split_seed=3)
     assert len(data.y_val) == 8  # GaFi rule: as many validation images as test images
     save_processed(data, tmp_path)
     back = load_processed(tmp_path)
     np.testing.assert_array_equal(back.x_train, data.x_train)
-    assert sorted(back.base_subsets) == [10, 20] and back.classes == ds.classes
+    assert back.classes == ds.classes and back.split_seed == 3
     assert back.info()["class_counts"]["val"] == [4, 2, 1, 1]
-    with pytest.raises(UserError, match="base_sizes"):
-        build_processed(ds, val_size=8, base_sizes=(1000,), split_seed=0)
+    # base subsets are drawn on demand with the split seed: the same indices after a round trip
+    np.testing.assert_array_equal(back.base_subset(20), data.base_subset(20))
+    assert len(back.base_subset(20)) == 20 and set(back.base_subset(10)) <= set(back.base_subset(20))
+    with pytest.raises(UserError, match="larger than the training split"):
+        back.base_subset(1000)

@@ -20,6 +20,7 @@ data:
   path: {path}
 prepare_data:
   val_size: 100
+equivalence:
   base_sizes: [50]
 train_reference:
   classifier:
@@ -66,7 +67,7 @@ def trained(tmp_path_factory) -> Path:
 
 def test_prepare_and_train_write_outputs_metrics_and_mlflow_runs(trained):
     info = json.loads((trained / "data" / "processed" / "info.json").read_text())
-    assert info["sizes"] == {"train": 1247, "val": 100, "test": 450} and info["base_sizes"] == [50]
+    assert info["sizes"] == {"train": 1247, "val": 100, "test": 450} and info["split_seed"] == 0
     assert (trained / "models" / "train_reference" / "classifier.pt").is_file()
     for name in ("history.csv", "per_class.csv", "curves.png", "per_class.png"):
         assert (trained / "reports" / "train_reference" / name).is_file()
@@ -90,8 +91,11 @@ BOTH = ("prepare_data", "train_reference")
         ({"seed: 0": "seed: 0\nsede: 1"}, BOTH, ("unknown key 'sede'",)),
         ({"width: 4": "width: 4, depth: 20"}, ("train_reference",), ("unknown key 'train_reference.classifier.model.depth'",)),
         ({"val_size: 100": "val_size: 100000"}, ("prepare_data",), ("val_size = 100000", "choose 0 or a value")),
-        ({"base_sizes: [50]": "base_sizes: [5]"}, ("prepare_data",), ("subset size 5 is smaller than the number of classes",)),
-        ({"base_sizes: [50]": "base_sizes: [-5]"}, ("prepare_data",), ("base_sizes must be positive",)),
+        ({"base_sizes: [50]": "base_sizes: [5]"}, ("train_diffusion@5",),
+         ("equivalence.base_sizes: subset size 5 is smaller than the number of classes",)),
+        ({"base_sizes: [50]": "base_sizes: [100000]"}, ("train_diffusion@100000",),
+         ("equivalence.base_sizes: subset size 100000 is larger than the training split",)),
+        ({"base_sizes: [50]": "base_sizes: [-5]"}, ("train_diffusion@-5",), ("each base size must be positive",)),
     ],
 )
 def test_bad_params_end_with_one_line_and_touch_nothing(trained, edit, stages, needles):
@@ -103,7 +107,8 @@ def test_bad_params_end_with_one_line_and_touch_nothing(trained, edit, stages, n
             text = text.replace(old, new)
         (trained / "params.yaml").write_text(text)
         for stage in stages:
-            assert_one_error_line(run_stage(stage, trained), *needles)
+            name, *item = stage.split("@")
+            assert_one_error_line(run_stage(name, trained, *item), *needles)
     finally:
         (trained / "params.yaml").write_text(original)
     assert snapshot(trained) == before
@@ -170,11 +175,6 @@ def test_unreachable_tracking_server_stops_before_compute(trained):
     assert snapshot(trained) == before
 
 
-def test_base_size_larger_than_the_training_split(tmp_path):
-    ws = workspace(tmp_path, **{"base_sizes: [50]": "base_sizes: [50, 100000]"})
-    assert_one_error_line(run_stage("prepare_data", ws), "subset size 100000 is larger than the training split")
-
-
 def test_reference_classifier_from_another_dataset_is_refused(trained, tmp_path):
     """The filter classifier was trained on digits (10 classes); a 3-class dataset must not use it."""
     ws = tmp_path / "other"
@@ -183,7 +183,7 @@ def test_reference_classifier_from_another_dataset_is_refused(trained, tmp_path)
     rng = np.random.default_rng(0)
     np.savez(ws / "three.npz", x_train=rng.integers(0, 255, (300, 8, 8), dtype=np.uint8), y_train=np.arange(300) % 3,
              x_test=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y_test=np.arange(60) % 3)
-    workspace(ws, name="npz", path="three.npz", **{"val_size: 100": "val_size: 30", "base_sizes: [50]": "base_sizes: []"})
+    workspace(ws, name="npz", path="three.npz", **{"val_size: 100": "val_size: 30"})
     assert run_stage("prepare_data", ws).returncode == 0
     line = assert_one_error_line(run_stage("cas_baseline", ws), "was trained on digits (10 classes")
     assert "not on npz (3 classes" in line and "rerun train_reference" in line

@@ -3,8 +3,10 @@
 ``data/processed/`` holds:
 
 - ``dataset.npz``: ``x_train, y_train, x_val, y_val, x_test, y_test`` (uint8 NHWC images, int64 labels),
-- ``base_subsets.npz``: for each base size ``n``, the array ``n<n>`` of indices into the train split,
-- ``info.json``: dataset name, class names, image shape and per-class counts of every split.
+- ``info.json``: dataset name, class names, image shape, per-class counts of every split and the split seed.
+
+Base subsets (Equivalence) are not stored: ``ProcessedData.base_subset(n)`` draws them from the train split
+with the split seed, so adding a base size never changes this folder (and never reruns its dependants).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class ProcessedData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    base_subsets: dict[int, np.ndarray]
+    split_seed: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -46,6 +48,12 @@ class ProcessedData:
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
+    def base_subset(self, size: int) -> np.ndarray:
+        """Sorted train-split indices of the class-proportional base subset of ``size`` images."""
+        from synthgap.data.splits import proportional_subset
+
+        return proportional_subset(self.y_train, size, self.split_seed)
+
     def info(self) -> dict:
         counts = {
             s: np.bincount(self.split(s)[1], minlength=self.num_classes).tolist() for s in SPLITS
@@ -56,14 +64,13 @@ class ProcessedData:
             "image_shape": list(self.image_shape),
             "sizes": {s: int(len(self.split(s)[1])) for s in SPLITS},
             "class_counts": counts,
-            "base_sizes": sorted(self.base_subsets),
+            "split_seed": self.split_seed,
         }
 
 
 def save_processed(data: ProcessedData, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_npz(folder / "dataset.npz", **{f"{p}_{s}": data.split(s)[i] for s in SPLITS for i, p in enumerate("xy")})
-    atomic_save_npz(folder / "base_subsets.npz", **{f"n{size}": idx for size, idx in data.base_subsets.items()})
     atomic_write_json(folder / "info.json", data.info())
 
 
@@ -73,27 +80,17 @@ def load_processed(folder: Path) -> ProcessedData:
         raise UserError(f"no processed dataset in {folder}", "run `dvc repro prepare_data` first")
     info = json.loads((folder / "info.json").read_text())
     arrays = read_npz(folder / "dataset.npz", tuple(f"{p}_{s}" for s in SPLITS for p in "xy"))
-    subsets: dict[int, np.ndarray] = {}
-    if (folder / "base_subsets.npz").is_file():
-        with np.load(folder / "base_subsets.npz", allow_pickle=False) as archive:
-            subsets = {int(key[1:]): archive[key] for key in archive.files}
-    return ProcessedData(info["name"], tuple(info["classes"]), base_subsets=subsets, **arrays)
+    return ProcessedData(info["name"], tuple(info["classes"]), split_seed=int(info.get("split_seed", 0)), **arrays)
 
 
-def build_processed(dataset, val_size: int | None, base_sizes: tuple[int, ...], split_seed: int) -> ProcessedData:
+def build_processed(dataset, val_size: int | None, split_seed: int) -> ProcessedData:
     """Hold out a stratified validation split (default: as many images as the test set, as in the GaFi
-    code) and draw class-proportional base subsets of the remaining train split."""
-    from synthgap.data.splits import proportional_subset, stratified_split
+    code)."""
+    from synthgap.data.splits import stratified_split
 
     n_val = len(dataset.y_test) if val_size is None else val_size
     train_idx, val_idx = stratified_split(dataset.y_train, n_val, split_seed)
     y_train = dataset.y_train[train_idx]
-    subsets = {}
-    for size in sorted(set(base_sizes)):
-        try:
-            subsets[size] = proportional_subset(y_train, size, split_seed)
-        except UserError as err:
-            raise UserError(f"prepare_data.base_sizes: {err.what}", err.fix) from None
     return ProcessedData(
         dataset.name,
         dataset.classes,
@@ -103,5 +100,5 @@ def build_processed(dataset, val_size: int | None, base_sizes: tuple[int, ...], 
         dataset.y_train[val_idx],
         dataset.x_test,
         dataset.y_test,
-        subsets,
+        split_seed,
     )
