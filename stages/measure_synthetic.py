@@ -1,7 +1,8 @@
 """Stage measure_synthetic@<n_base>: quality of the closed-set pool against the real test set.
 
 Features are the reference classifier's (train_reference): Fréchet distance, diversity (real and synthetic)
-and a real-vs-synthetic domain classifier's accuracy. Writes ``reports/equivalence/measure_synthetic/base_<n>.json``.
+and a real-vs-synthetic domain classifier's accuracy; with ``equivalence.quality.inception_weights`` also FID
+and Inception Scores (torchmetrics over torch-fidelity's Inception-v3). Writes ``reports/equivalence/measure_synthetic/base_<n>.json``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,17 @@ from __future__ import annotations
 import torch
 
 from synthgap.equivalence.grid import load_pool
-from synthgap.equivalence.quality import diversity, domain_accuracy, extract_features, frechet_distance
+from synthgap.equivalence.quality import (
+    check_inception_weights,
+    diversity,
+    domain_accuracy,
+    extract_features,
+    frechet_distance,
+    inception_scores,
+)
 from synthgap.errors import run_main
 from synthgap.models import check_compatible, load_classifier
-from synthgap.paths import atomic_write_json
+from synthgap.paths import atomic_write_json, repo_root
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
 from stages.common import base_subset, equivalence_foreach_params
@@ -23,6 +31,10 @@ STAGE = "measure_synthetic"
 def main() -> None:
     params, n_base, workspace = equivalence_foreach_params(STAGE)
     device = resolve_device(params.device)
+    quality = params.section.quality
+    weights = quality.inception_weights and repo_root() / quality.inception_weights
+    if weights:
+        check_inception_weights(weights)  # before any compute
     with StageRun(params, experiment="equivalence") as run:
         data, _ = base_subset(workspace, n_base)
         path = workspace / "models" / "train_reference" / "classifier.pt"
@@ -38,6 +50,9 @@ def main() -> None:
             "diversity_synthetic": diversity(synthetic, y_syn),
             "domain_accuracy": domain_accuracy(real, synthetic, params.seed),
         }
+        if weights:
+            metrics |= inception_scores(as_tensor(data.x_test), as_tensor(x_syn), weights, device,
+                                        batch_size=quality.batch_size, seed=params.seed)
         out = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.json"
         atomic_write_json(out, metrics | {"n_base": n_base, "n_synthetic": len(y_syn), "n_real": len(data.y_test)})
         run.log_metrics(metrics)

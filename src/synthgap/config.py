@@ -256,11 +256,21 @@ class OpenSetConfig(Section):
     format: Literal["npz", "imagefolder"] = Field("npz", description="npz: x_train/y_train; imagefolder: <class>/*.")
 
 
+class QualityConfig(Section):
+    """measure_synthetic: FID and IS need Inception weights, which cannot be downloaded here."""
+
+    inception_weights: StrictStr | None = Field(
+        None, description="torch-fidelity's pt_inception-2015-12-05-6726825d.pth (relative to the repo root); "
+        "null: no FID/IS, only the reference classifier's feature-space metrics.")
+    batch_size: StrictInt = Field(100, ge=1, le=4096, description="Images per Inception forward pass.")
+
+
 class EquivalenceConfig(Section):
     base_sizes: tuple[StrictInt, ...] = Field((500, 5000, 25000), min_length=1,
                                               description="n_base values: class-proportional subsets of the train split.")
     diffusion: DiffusionConfig = DiffusionConfig()
     open_set: OpenSetConfig = OpenSetConfig()
+    quality: QualityConfig = QualityConfig()
     real_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0), description="Real additions as multiples of n_base.")
     syn_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0, 4.0, 5.0), description="Synthetic additions as multiples of n_base.")
     trials: StrictInt = Field(1, ge=1, le=100)

@@ -1,5 +1,7 @@
-"""Synthetic-data quality in a classifier's feature space (the embedded stand-in for FID / IS).
+"""Synthetic-data quality: FID / IS with Inception-v3, and the same ideas in a classifier's feature space.
 
+- FID (2048-d pool features) and IS (10 splits) with torchmetrics over torch-fidelity's Inception-v3, from a
+  local weights file (``inception_scores``; no download),
 - Fréchet distance between Gaussian fits of real and synthetic features (FID's formula, other features),
 - diversity: the per-class standard deviation of features, averaged over dimensions and classes (the
   Equivalence paper's diversity score),
@@ -12,6 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy import linalg
+
+from synthgap.errors import UserError
+
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's name for the TF-ported weights
 
 
 @torch.no_grad()
@@ -49,3 +55,51 @@ def domain_accuracy(real: np.ndarray, synthetic: np.ndarray, seed: int = 0) -> f
     y = np.concatenate([np.zeros(n), np.ones(n)])
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     return float(100 * cross_val_score(model, x, y, cv=5).mean())
+
+
+def check_inception_weights(path) -> None:
+    """Refuse anything but a plain state dict of tensors (torch-fidelity itself loads it with weights_only=False,
+    so it is opened here first with weights_only=True: a file that passes holds no code)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Inception weights {path} not found",
+                        f"download {INCEPTION_FILE} (torch-fidelity's release) to that path, or set "
+                        "equivalence.quality.inception_weights: null")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt file or pickled code: one message either way
+        raise UserError(f"{path} is not a loadable weights file ({type(err).__name__})",
+                        f"replace it with torch-fidelity's {INCEPTION_FILE}") from None
+    if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:
+        raise UserError(f"{path} is not torch-fidelity's Inception-v3 state dict",
+                        f"replace it with {INCEPTION_FILE}")
+
+
+@torch.no_grad()
+def inception_scores(real_uint8: torch.Tensor, synthetic_uint8: torch.Tensor, weights, device,
+                     batch_size: int = 100, splits: int = 10, seed: int = 0) -> dict[str, float]:
+    """FID between two uint8 (N, C, H, W) sets and the Inception Score of each (grey images repeat to RGB;
+    torchmetrics resizes to 299 px as torch-fidelity does). ``seed`` fixes IS's shuffle into splits."""
+    from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
+    from torchmetrics.image.inception import InceptionScore
+
+    check_inception_weights(weights)
+    fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights)).to(device)
+    logits = NoTrainInceptionV3("inception-v3-compat", ["logits_unbiased"], str(weights))
+    scores = {"real": InceptionScore(feature=logits, splits=splits).to(device),
+              "synthetic": InceptionScore(feature=logits, splits=splits).to(device)}
+    for name, images in (("real", real_uint8), ("synthetic", synthetic_uint8)):
+        for i in range(0, len(images), batch_size):
+            batch = images[i : i + batch_size].to(device)
+            batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
+            fid.update(batch, real=name == "real")
+            scores[name].update(batch)
+    out = {"fid": float(fid.compute())}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name, metric in scores.items():
+            mean, std = metric.compute()
+            out[f"inception_score_{name}"], out[f"inception_score_{name}_std"] = float(mean), float(std)
+    return out
