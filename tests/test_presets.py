@@ -26,3 +26,13 @@ def test_cifar10_preset_has_the_gafi_paper_settings():
     assert gafi.search.checkpoints[0] == 150 and gafi.search.checkpoints[-1] == 500 and len(gafi.search.checkpoints) == 36
     assert len(gafi.search.stddevs) == 21 and len(gafi.search.thresholds) == 10
     assert gafi.num_generators == (1, 2, 4, 6) and gafi.cas.model.width == 64
+
+
+def test_imagenette_preset_has_the_real_fake_code_settings():
+    rf = load_stage_params("finetune_lora", REPO / "params" / "imagenette.yaml", section="realfake").section
+    assert (rf.finetune.rank, rf.finetune.lr, rf.finetune.batch_size, rf.finetune.snr_gamma) == (4, 1e-4, 8, 5.0)
+    assert (rf.finetune.distribution, rf.finetune.weight, rf.finetune.guidance) == ("mean", 0.003, "image")
+    s = rf.synthesis
+    assert (s.strength, s.steps, s.guidance_scale, s.lora_scale, rf.resolution) == (0.75, 30, 2.0, 0.5, 512)
+    assert rf.scales == (1, 2, 5, 10) and rf.privacy.shadows == 10 and len(rf.class_names) == 10
+    assert (rf.classifier.model.arch, rf.classifier.train.epochs, rf.classifier.train.gamma) == ("resnet50", 200, 0.2)

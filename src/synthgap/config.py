@@ -105,7 +105,7 @@ class TrainConfig(Section):
     flip: StrictBool = Field(True, description="Random horizontal flip.")
     cutout: StrictInt = Field(0, ge=0, le=256, description="Side of the zeroed square; 0 disables cutout.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32 for strict runs."
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 also on CPU (fast with AMX); fp32 for strict runs."
     )
     eval_batch_size: StrictInt = Field(1024, ge=1)
     checkpoint_every: StrictInt = Field(
@@ -291,11 +291,95 @@ class EquivalenceConfig(Section):
         return self
 
 
+class PretrainConfig(Section):
+    """The tiny Stable Diffusion stand-in (same classes as SD-1.5, small configs), pretrained on the train split
+    as a text-conditioned latent diffusion model ("photo of {class}"). Not used when ``base_model`` is set."""
+
+    width: StrictInt = Field(32, ge=8, le=512, description="UNet base width (VAE: width/2, width).")
+    text_width: StrictInt = Field(32, ge=8, le=1024, description="CLIP text / vision width (= cross-attention dim).")
+    vae_steps: StrictInt = Field(300, ge=1)
+    unet_steps: StrictInt = Field(600, ge=1)
+    batch_size: StrictInt = Field(64, ge=2)
+    lr: Float = Field(1e-3, gt=0, le=1)
+
+
+class FinetuneConfig(Section):
+    """LoRA finetuning (released code: rank 4 on all attention projections, lr 1e-4, batch 8, min-SNR 5)."""
+
+    rank: StrictInt = Field(4, ge=1, le=256)
+    alpha: Float = Field(4.0, gt=0, description="LoRA alpha (scale alpha / rank).")
+    targets: tuple[StrictStr, ...] = Field(("to_q", "to_k", "to_v", "to_out.0"), min_length=1)
+    steps: StrictInt = Field(200, ge=1)
+    batch_size: StrictInt = Field(8, ge=2)
+    lr: Float = Field(1e-4, gt=0, le=1)
+    snr_gamma: Float | None = Field(5.0, gt=0, description="min-SNR weighting gamma; null: plain MSE.")
+    distribution: Literal["mean", "kernel"] = Field(
+        "mean", description="mean: the released code's linear mean match (weight 0.003); kernel: the paper's MMD (0.05).")
+    distribution_weight: Float | None = Field(None, ge=0, description="null: 0.003 (mean) or 0.05 (kernel).")
+    guidance: Literal["image", "class_mean"] = Field(
+        "image", description="Visual guidance token: per-image CLIP embedding (code) or class mean (paper).")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, none on CPU.")
+    state_every: StrictInt = Field(50, ge=0, description="Write resumable state every k steps (0: never).")
+
+    @property
+    def weight(self) -> float:
+        if self.distribution_weight is not None:
+            return self.distribution_weight
+        return 0.003 if self.distribution == "mean" else 0.05
+
+
+class SynthesisConfig(Section):
+    strength: Float = Field(0.75, ge=0, le=1, description="img2img noise strength (latent prior).")
+    steps: StrictInt = Field(30, ge=1, le=1000, description="UniPC steps.")
+    guidance_scale: Float = Field(2.0, ge=1, description="Classifier-free guidance scale.")
+    lora_scale: Float = Field(0.5, ge=0, le=2)
+    batch_size: StrictInt = Field(32, ge=1)
+
+
+class PrivacyConfig(Section):
+    shadows: StrictInt = Field(10, ge=2, le=256, description="LiRA shadow experiments (code: 10, keep 0.5).")
+    fpr: tuple[Float, ...] = Field((0.001, 0.00001), min_length=1, description="Report TPR at these FPRs.")
+    finetune_steps: StrictInt | None = Field(None, ge=1, description="LoRA steps per shadow; null: finetune.steps.")
+    sscd_weights: StrictStr | None = Field(
+        None, description="SSCD TorchScript file for copy detection; null: reference-classifier features.")
+
+
+ABLATION_VARIANTS = ("base", "plain", "guidance", "matching", "full")
+
+
+class RealFakeConfig(Section):
+    base_model: StrictStr | None = Field(
+        None, description="Stable Diffusion folder (diffusers layout, e.g. SD-1.5); null: the pretrained stand-in.")
+    vision_model: StrictStr | None = Field(
+        None, description="CLIP vision folder (CLIPVisionModelWithProjection, ViT-L/14); null: the stand-in's.")
+    resolution: StrictInt = Field(512, ge=8, le=2048, multiple_of=8, description="Finetune / synthesis size.")
+    class_names: tuple[StrictStr, ...] | None = Field(None, description="Words for the prompts; null: dataset names.")
+    prompt_template: StrictStr = Field("photo of {name}", description="Class part of the prompt.")
+    captions: StrictStr | None = Field(None, description="JSON list of one caption per training image (optional).")
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
+    ablation: tuple[Literal["base", "plain", "guidance", "matching", "full"], ...] = Field(
+        ABLATION_VARIANTS, min_length=1,
+        description="Finetune variants of Table 2: base (no LoRA), plain (diffusion loss), guidance, matching, full.")
+    scales: tuple[StrictInt, ...] = Field((1, 2, 5, 10), min_length=1, description="Table 3: synthetic set x real size.")
+    classifier: ClassifierConfig = ClassifierConfig(model=ModelConfig(arch="resnet50"))
+    privacy: PrivacyConfig = PrivacyConfig()
+
+    @model_validator(mode="after")
+    def _grid(self) -> RealFakeConfig:
+        check_grid("scales", self.scales, lambda v: v >= 1, "each scale must be >= 1")
+        if "full" not in self.ablation:
+            raise ValueError("ablation must include 'full' (Tables 1 and 3 and the privacy study use it)")
+        return self
+
+
 SECTIONS: dict[str, type[Section]] = {
     "prepare_data": PrepareDataConfig,
     "train_reference": TrainReferenceConfig,
     "gafi": GafiConfig,
     "equivalence": EquivalenceConfig,
+    "realfake": RealFakeConfig,
 }
 COMMON_KEYS = ("seed", "device", "data", "tracking")
 

@@ -42,6 +42,15 @@ def per_class_bars(values: list[float], classes: tuple[str, ...], path: Path, ti
     save_figure(fig, path)
 
 
+def class_columns(labels, num_classes: int, per_class: int = 8):
+    """Indices that tile a grid with one column per class (``per_class`` rows, fewer if a class is short)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    rows = min(per_class, *(int((labels == c).sum()) for c in range(num_classes)))
+    return np.stack([np.flatnonzero(labels == c)[:rows] for c in range(num_classes)], 1).reshape(-1)
+
+
 def sample_grid(images, per_row: int, path: Path, title: str) -> None:
     """uint8 images (N, C, H, W) tiled ``per_row`` to a row."""
     import numpy as np

@@ -53,9 +53,11 @@ def candidate_seeds(base_seed: int, cls: int, start: int, count: int, *key: obje
     return image_seeds(base_seed, torch.arange(start, start + count), *key, "class", cls)
 
 
-def save_synthetic(path, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...], seeds: torch.Tensor | None = None) -> None:
+def save_synthetic(path, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...],
+                   seeds: torch.Tensor | None = None, **extra) -> None:
     """Write a labelled synthetic set as ``.npz``: ``x_train`` (N, H, W, C) uint8 and ``y_train`` travel
-    together (plus ``seeds`` and ``class_names``), in the layout the ``npz`` dataset loader reads."""
+    together (plus ``seeds``, ``class_names`` and any ``extra`` arrays), in the layout the ``npz`` dataset
+    loader reads."""
     import numpy as np
 
     from synthgap.paths import atomic_save_npz
@@ -69,4 +71,4 @@ def save_synthetic(path, images: torch.Tensor, labels: torch.Tensor, classes: tu
     }
     if seeds is not None:
         arrays["seeds"] = seeds.cpu().numpy()
-    atomic_save_npz(path, **arrays)
+    atomic_save_npz(path, **arrays, **{k: np.asarray(v) for k, v in extra.items()})

@@ -1,0 +1,1 @@
+"""Real-Fake: Stable Diffusion + LoRA finetuned with distribution matching, latent-prior synthesis, privacy."""

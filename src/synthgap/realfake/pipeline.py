@@ -1,0 +1,160 @@
+"""What the Real-Fake stages share: the prompts of the training images, the base model they load, the four
+finetune variants of the ablation, and one classifier training per table cell.
+
+Variants (Table 2 columns *Visual Guidance*, *Distribution Matching*, *Finetune*): ``base`` (no LoRA), ``plain``
+(LoRA with the diffusion loss only), ``guidance`` (+ visual guidance), ``matching`` (+ distribution matching),
+``full`` (both). The *Latent Prior* column is the synthesis mode: ``img2img`` (from each real image) or
+``txt2img``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synthgap.config import RealFakeConfig
+from synthgap.data.processed import ProcessedData
+from synthgap.errors import UserError
+from synthgap.realfake.base_model import BaseModel, load_base_model
+from synthgap.realfake.finetune import LoraSpec, UnetTraining
+from synthgap.realfake.synthesis import SynthesisSpec, class_prompt
+
+STAND_IN = Path("models") / "pretrain_base_model"
+VARIANTS = {  # name -> (visual guidance, distribution matching); "base" has no adapter at all
+    "plain": (False, False),
+    "guidance": (True, False),
+    "matching": (False, True),
+    "full": (True, True),
+}
+
+
+def class_words(cfg: RealFakeConfig, data: ProcessedData) -> tuple[str, ...]:
+    if cfg.class_names is None:
+        return data.classes
+    if len(cfg.class_names) != data.num_classes:
+        raise UserError(f"realfake.class_names has {len(cfg.class_names)} names for {data.num_classes} classes",
+                        "give one name per class in class order, or null")
+    return cfg.class_names
+
+
+def captions(cfg: RealFakeConfig, root: Path, n: int) -> list[str | None]:
+    if cfg.captions is None:
+        return [None] * n
+    path = root / cfg.captions
+    try:
+        items = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"realfake.captions: cannot read {path} ({type(err).__name__})",
+                        "give a JSON list with one caption per training image, or null") from None
+    if not isinstance(items, list) or len(items) != n:
+        raise UserError(f"realfake.captions: {path} must be a JSON list of {n} captions (one per training image)",
+                        "regenerate it for the current train split, or set realfake.captions: null")
+    return [str(c) if c else None for c in items]
+
+
+def prompts_for(cfg: RealFakeConfig, data: ProcessedData, root: Path, indices: np.ndarray | None = None) -> list[str]:
+    """``photo of {class}, {caption}, best quality`` for each training image (or those at ``indices``)."""
+    words = class_words(cfg, data)
+    caps = captions(cfg, root, len(data.y_train))
+    indices = np.arange(len(data.y_train)) if indices is None else indices
+    return [class_prompt(words[data.y_train[i]], caps[i], cfg.prompt_template) for i in indices]
+
+
+def model_folders(cfg: RealFakeConfig, workspace: Path, root: Path) -> tuple[Path, Path | None]:
+    """(Stable Diffusion folder, CLIP vision folder): the configured ones, or the stand-in's."""
+    base = root / cfg.base_model if cfg.base_model else workspace / STAND_IN
+    vision = root / cfg.vision_model if cfg.vision_model else base / "image_encoder"
+    return base, vision
+
+
+def load_model(cfg: RealFakeConfig, workspace: Path, root: Path, device, with_vision: bool = True) -> BaseModel:
+    base, vision = model_folders(cfg, workspace, root)
+    return load_base_model(base, vision if with_vision else None, device)
+
+
+def finetune_settings(cfg: RealFakeConfig, variant: str, steps: int | None = None, device=None) -> UnetTraining:
+    guidance, matching = VARIANTS[variant]
+    ft = cfg.finetune
+    mixed = ft.mixed_precision
+    if mixed == "auto":
+        mixed = "bf16" if device is not None and torch.device(device).type == "cuda" else "no"
+    return UnetTraining(
+        steps=steps or ft.steps, batch_size=ft.batch_size, lr=ft.lr, resolution=cfg.resolution,
+        lora=LoraSpec(ft.rank, ft.alpha, tuple(ft.targets)), snr_gamma=ft.snr_gamma,
+        distribution=ft.distribution if matching else "none", distribution_weight=ft.weight,
+        guidance=ft.guidance if guidance else "none", mixed_precision=mixed,
+    )
+
+
+def synthesis_spec(cfg: RealFakeConfig, mode: str, lora: bool) -> SynthesisSpec:
+    s = cfg.synthesis
+    return SynthesisSpec(mode=mode, strength=s.strength, steps=s.steps, guidance_scale=s.guidance_scale,
+                         lora_scale=s.lora_scale if lora else 1.0, resolution=cfg.resolution, batch_size=s.batch_size)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One classifier run of a table: its training set's parts and the params logged for it."""
+
+    name: str
+    table: str
+    params: dict
+
+
+def train_cell(cfg, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int, device,
+               evals: dict, desc: str):
+    """One classifier (``realfake.classifier``) on uint8 (N, C, H, W) images ``x``; returns (model, result)."""
+    from synthgap.models import build_classifier, spec_for_data
+    from synthgap.seeding import derive_seed
+    from synthgap.train.classifier import train_classifier
+
+    torch.manual_seed(derive_seed(seed, "realfake", "init"))
+    model = build_classifier(spec_for_data(cfg.model, x.permute(0, 2, 3, 1).cpu().numpy(), num_classes, "realfake"))
+    result = train_classifier(model, (x, y), cfg.train, seed=seed, device=device, evals=evals,
+                              eval_every_epoch=False, desc=desc)
+    return model, result
+
+
+def set_path(workspace: Path, variant: str, mode: str) -> Path:
+    return workspace / "data" / "synthetic" / "synthesize_realfake" / f"{variant}_{mode}.npz"
+
+
+def adapter_path(workspace: Path, variant: str) -> Path:
+    return workspace / "models" / "finetune_lora" / variant / "adapter.pt"
+
+
+# ------------------------------------------------------------------------------------------- table cells
+def training_sets(cfg: RealFakeConfig) -> dict[str, tuple]:
+    """Every distinct training set the three tables need: name -> parts, a part being ``("real",)`` or
+    ``("synthetic", variant, mode, copies)``."""
+    full = ("synthetic", "full", "img2img")
+    sets: dict[str, tuple] = {"real": (("real",),), "real_plus_full_img2img": (("real",), (*full, 1))}
+    for variant in cfg.ablation:
+        for mode in ("img2img", "txt2img"):
+            sets[f"{variant}_{mode}"] = (("synthetic", variant, mode, 1),)
+    for k in cfg.scales:
+        sets.setdefault(f"full_img2img_x{k}" if k > 1 else "full_img2img", ((*full, k),))
+    return sets
+
+
+def table_rows(cfg: RealFakeConfig, acc: dict[str, dict]) -> dict[str, list[dict]]:
+    """Tables 1-3 from the accuracy of each training set (``acc[name] = {"top1": .., ...}``)."""
+    def row(label: dict, name: str) -> dict:
+        return {**label, **{k: acc[name][k] for k in ("top1", "top5") if k in acc[name]}, "training_set": name}
+
+    table1 = [row({"data": "real only"}, "real"), row({"data": "synthetic only"}, "full_img2img"),
+              row({"data": "real + synthetic"}, "real_plus_full_img2img")]
+    table2 = []
+    for mode in ("txt2img", "img2img"):
+        for variant in (v for v in ("base", "plain", "guidance", "matching", "full") if v in cfg.ablation):
+            guidance, matching = VARIANTS.get(variant, (False, False))
+            table2.append(row({"latent_prior": mode == "img2img", "visual_guidance": guidance,
+                               "distribution_matching": matching, "finetune": variant != "base"}, f"{variant}_{mode}"))
+    table3 = [row({"synthetic_x": k, "real_data": False}, f"full_img2img_x{k}" if k > 1 else "full_img2img")
+              for k in cfg.scales]
+    table3.append(row({"synthetic_x": 1, "real_data": True}, "real_plus_full_img2img"))
+    return {"table1": table1, "table2": table2, "table3": table3}

@@ -1,0 +1,57 @@
+"""Figures of the Real-Fake reports: the scaling curve (Fig. 2), LiRA ROC curves (Fig. 3), copy detection (Fig. 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from synthgap.plots import save_figure  # noqa: E402
+
+
+def scaling_figure(table3: list[dict], real_top1: float, path: Path) -> None:
+    rows = [r for r in table3 if not r["real_data"]]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot([r["synthetic_x"] for r in rows], [r["top1"] for r in rows], "o-", label="synthetic only")
+    ax.axhline(real_top1, color="tab:red", ls="--", label="real data")
+    ax.set_xlabel("synthetic set size (x real)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("Effect of scaling up the synthetic set", fontsize=9)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def roc_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path) -> None:
+    """``curves[arm][attack] = (fpr, tpr)``, log-log as in LiRA."""
+    attacks = sorted({a for arm in curves.values() for a in arm})
+    fig, axes = plt.subplots(1, len(attacks), figsize=(3.4 * len(attacks), 3.2), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        for arm, by_attack in curves.items():
+            fpr, tpr = by_attack[attack]
+            ax.plot(np.maximum(fpr, 1e-5), np.maximum(tpr, 1e-5), label=arm)
+        ax.plot([1e-5, 1], [1e-5, 1], color="grey", ls=":", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("FPR")
+        ax.set_ylabel("TPR")
+        ax.set_title(f"LiRA {attack.replace('_', ' ')}", fontsize=9)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def matches_figure(queries: np.ndarray, matches: np.ndarray, sims: np.ndarray, path: Path) -> None:
+    """Rows: a synthetic query (NHWC uint8) then its most similar real images with their similarity."""
+    rows, top = matches.shape[:2]
+    fig, axes = plt.subplots(rows, top + 1, figsize=(1.3 * (top + 1), 1.4 * rows), squeeze=False)
+    grey = queries.shape[-1] == 1
+    for r in range(rows):
+        panels = [(queries[r], "synthetic")] + [(matches[r, j], f"{sims[r, j]:.3f}") for j in range(top)]
+        for ax, (img, label) in zip(axes[r], panels):
+            ax.imshow(img.squeeze(-1) if grey else img, cmap="gray" if grey else None, interpolation="nearest")
+            ax.set_title(label, fontsize=7)
+            ax.set_axis_off()
+    save_figure(fig, path)

@@ -1,0 +1,61 @@
+"""Stage finetune_lora: one LoRA adapter per finetuned variant of ``realfake.ablation``.
+
+``plain`` (diffusion loss), ``guidance`` (+ visual guidance), ``matching`` (+ distribution matching), ``full``
+(both); see ``synthgap.realfake.pipeline``. Each trains on the whole train split and writes only its adapter
+(LoRA weights, guidance projection, settings) to ``models/finetune_lora/<variant>/adapter.pt`` and its loss
+log to ``reports/realfake/finetune_lora/<variant>.csv``.
+Killed runs resume from ``.synthgap/state/``.
+"""
+
+from __future__ import annotations
+
+from synthgap.config import load_stage_params
+from synthgap.data import load_processed
+from synthgap.errors import run_main
+from synthgap.paths import atomic_write_csv, repo_root, workspace_root
+from synthgap.realfake.finetune import save_adapter, train_unet
+from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
+from synthgap.realfake.pipeline import adapter_path, finetune_settings, load_model, prompts_for
+from synthgap.runtime import resolve_device
+from synthgap.tracking import StageRun
+from synthgap.train.classifier import state_file, to_device_tensors
+
+STAGE = "finetune_lora"
+
+
+def main() -> None:
+    workspace = workspace_root()
+    params = load_stage_params(STAGE, workspace / "params.yaml", section="realfake")
+    cfg = params.section
+    device = resolve_device(params.device)
+    variants = [v for v in cfg.ablation if v != "base"]
+    with StageRun(params, experiment="realfake") as run:
+        data = load_processed(workspace / "data" / "processed")
+        prompts = prompts_for(cfg, data, repo_root())
+        x, y = to_device_tensors(data.x_train, data.y_train, device)
+        embeddings = None
+        for variant in variants:
+            model = load_model(cfg, workspace, repo_root(), device)
+            if embeddings is None:
+                embeddings = image_embeddings(model.image_encoder, x)
+            settings = finetune_settings(cfg, variant, device=device)
+            tokens = guidance_embeddings(embeddings, y, settings.guidance)
+            with run.child(variant, {"variant": variant, "guidance": settings.guidance,
+                                     "distribution": settings.distribution}) as child:
+                projection, log = train_unet(
+                    model, x, prompts, tokens, settings, seed=params.seed, device=device,
+                    state_path=state_file(repo_root(), f"{STAGE}-{variant}", params.flat()),
+                    state_every=cfg.finetune.state_every, log_every=max(1, settings.steps // 10),
+                    desc=f"{STAGE} {variant}",
+                    on_log=lambda r, c=child: c.log_metrics({"loss": r["loss"]}, step=r["step"]),
+                )
+                save_adapter(adapter_path(workspace, variant), model.unet, settings.lora, projection,
+                             {"variant": variant, "guidance": settings.guidance, "distribution": settings.distribution})
+                atomic_write_csv(workspace / "reports" / "realfake" / STAGE / f"{variant}.csv", log)
+                child.log_metrics({"final_loss": log[-1]["loss"]})
+                print(f"{STAGE}: {variant} final loss {log[-1]['loss']:.4f}")
+        run.log_metrics({"variants": len(variants)})
+
+
+if __name__ == "__main__":
+    run_main(main)

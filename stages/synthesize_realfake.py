@@ -1,0 +1,71 @@
+"""Stage synthesize_realfake: the synthetic training sets of the Real-Fake tables.
+
+For every variant of ``realfake.ablation`` (``base``: no adapter) and both modes, ``img2img`` (latent prior:
+from each real training image) and ``txt2img``, one image per training image with that image's prompt and
+guidance token; the ``full`` img2img set has ``max(realfake.scales)`` copies (copy c of image i has its own
+seed), so Table 3's x k is its first k copies. Writes ``data/synthetic/synthesize_realfake/<variant>_<mode>.npz``
+(``x_train``, ``y_train``, ``seeds``, ``source_index``) and a preview per set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from synthgap.config import load_stage_params
+from synthgap.data import load_processed
+from synthgap.errors import run_main
+from synthgap.gafi.sampling import save_synthetic
+from synthgap.noise import image_seeds
+from synthgap.paths import repo_root, workspace_root
+from synthgap.plots import class_columns, sample_grid
+from synthgap.realfake.finetune import load_adapter
+from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
+from synthgap.realfake.pipeline import adapter_path, load_model, prompts_for, set_path, synthesis_spec
+from synthgap.realfake.synthesis import synthesize
+from synthgap.runtime import resolve_device
+from synthgap.tracking import StageRun
+from synthgap.train.classifier import to_device_tensors
+
+STAGE = "synthesize_realfake"
+
+
+def main() -> None:
+    workspace = workspace_root()
+    params = load_stage_params(STAGE, workspace / "params.yaml", section="realfake")
+    cfg = params.section
+    device = resolve_device(params.device)
+    with StageRun(params, experiment="realfake") as run:
+        data = load_processed(workspace / "data" / "processed")
+        h, _, c = data.image_shape
+        n = len(data.y_train)
+        prompts = prompts_for(cfg, data, repo_root())
+        x, y = to_device_tensors(data.x_train, data.y_train, device)
+        for variant in cfg.ablation:
+            model = load_model(cfg, workspace, repo_root(), device)
+            projection, settings = (None, {"guidance": "none"})
+            if variant != "base":
+                projection, settings = load_adapter(adapter_path(workspace, variant), model, device)
+            tokens = guidance_embeddings(image_embeddings(model.image_encoder, x), y, settings["guidance"])
+            for mode in ("img2img", "txt2img"):
+                copies = max(cfg.scales) if (variant, mode) == ("full", "img2img") else 1
+                source = np.tile(np.arange(n), copies)
+                seeds = image_seeds(params.seed, torch.arange(n * copies), STAGE, variant, mode).tolist()
+                images = synthesize(
+                    model, synthesis_spec(cfg, mode, lora=variant != "base"), [prompts[i] for i in source], seeds,
+                    sources=x[source] if mode == "img2img" else None,
+                    tokens=tokens[source] if tokens is not None else None, projection=projection,
+                    out_channels=c, out_size=h, desc=f"{STAGE} {variant} {mode}",
+                )
+                labels = torch.from_numpy(data.y_train[source])
+                path = set_path(workspace, variant, mode)
+                save_synthetic(path, images, labels, data.classes, torch.tensor(seeds), source_index=source)
+                preview = workspace / "reports" / "realfake" / STAGE / f"{variant}_{mode}.png"
+                sample_grid(images[class_columns(labels[:n], data.num_classes)], data.num_classes, preview,
+                            f"{STAGE}: {variant}, {mode}; one column per class")
+                run.log_metrics({f"{variant}_{mode}_images": len(images)})
+                print(f"{STAGE}: {variant} {mode}: {len(images)} images")
+
+
+if __name__ == "__main__":
+    run_main(main)

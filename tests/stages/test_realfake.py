@@ -1,0 +1,92 @@
+"""The Real-Fake stages end to end on a tiny workspace, as `dvc repro` runs them, plus their bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from tests.stages.test_stages import TINY, assert_one_error_line, run_stage, snapshot
+
+REALFAKE = """realfake:
+  resolution: 8
+  class_names: [zero, one, two, three, four, five, six, seven, eight, nine]
+  prompt_template: "photo of digit {name}"
+  pretrain: {width: 16, text_width: 16, vae_steps: 30, unet_steps: 30, batch_size: 32}
+  finetune: {steps: 6, batch_size: 8, lr: 1.0e-3, state_every: 3}
+  synthesis: {steps: 2, batch_size: 512}
+  ablation: [base, full]
+  scales: [1, 2]
+  classifier:
+    model: {arch: resnet20, width: 4}
+    train: {epochs: 1, batch_size: 128, milestones: [], crop_padding: 1, flip: false}
+  privacy: {shadows: 2, fpr: [0.01], finetune_steps: 4}
+"""
+STAGES = ("prepare_data", "train_reference", "pretrain_base_model", "finetune_lora", "synthesize_realfake",
+          "evaluate_realfake", "attack_membership", "detect_copies")
+
+
+@pytest.fixture(scope="module")
+def realfake(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("realfake")
+    (ws / "params.yaml").write_text(TINY.format(name="digits", path="null") + REALFAKE)
+    for stage in STAGES:
+        proc = run_stage(stage, ws)
+        assert proc.returncode == 0, f"{stage}: {proc.stderr[-3000:]}"
+    return ws
+
+
+def test_stages_write_tables_privacy_reports_and_adapters(realfake):
+    reports = realfake / "reports" / "realfake"
+    with open(reports / "table1.csv") as fh:
+        assert [r["data"] for r in csv.DictReader(fh)] == ["real only", "synthetic only", "real + synthetic"]
+    with open(reports / "table2.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["latent_prior"], r["finetune"]) for r in rows] == [("False", "False"), ("False", "True"),
+                                                                  ("True", "False"), ("True", "True")]
+    with open(reports / "table3.csv") as fh:
+        assert [r["synthetic_x"] for r in csv.DictReader(fh)] == ["1", "2", "1"]
+    privacy = json.loads((reports / "attack_membership.json").read_text())
+    assert {(r["training_data"], r["attack"]) for r in privacy["rows"]} == {
+        (arm, attack) for arm in ("private", "synthetic") for attack in ("online", "offline", "fixed_variance")}
+    assert (reports / "attack_membership.png").is_file() and (reports / "detect_copies.png").is_file()
+    adapter = realfake / "models" / "finetune_lora" / "full" / "adapter.pt"
+    assert adapter.is_file() and not (realfake / "models" / "finetune_lora" / "base").exists()
+    import numpy as np
+
+    with np.load(realfake / "data" / "synthetic" / "synthesize_realfake" / "full_img2img.npz") as pool:
+        assert len(pool["y_train"]) == 2 * 1247 and pool["x_train"].shape[1:] == (8, 8, 1)
+        assert (pool["source_index"][:1247] == np.arange(1247)).all()
+    for stage in STAGES[2:]:
+        assert len(json.loads((realfake / "reports" / "metrics" / f"{stage}.json").read_text())["mlflow_run_id"]) == 32
+
+
+def test_evaluate_cells_are_mlflow_child_runs_with_their_params(realfake):
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{realfake / 'mlflow.db'}")
+    parent = json.loads((realfake / "reports" / "metrics" / "evaluate_realfake.json").read_text())["mlflow_run_id"]
+    experiment = client.get_run(parent).info.experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    names = {r.data.params["training_set"] for r in children}
+    assert names == {"real", "real_plus_full_img2img", "base_img2img", "base_txt2img", "full_img2img",
+                     "full_txt2img", "full_img2img_x2"}
+    assert all("accuracy" in r.data.metrics for r in children)
+
+
+def test_a_stable_diffusion_folder_missing_a_component_is_named(realfake, tmp_path):
+    before = snapshot(realfake)
+    broken = realfake / "models" / "external" / "sd"
+    shutil.copytree(realfake / "models" / "pretrain_base_model", broken)
+    shutil.rmtree(broken / "unet")
+    original = (realfake / "params.yaml").read_text()
+    try:
+        (realfake / "params.yaml").write_text(original.replace("realfake:\n", "realfake:\n  base_model: models/external/sd\n"))
+        line = assert_one_error_line(run_stage("finetune_lora", realfake), "has no unet/ component")
+        assert "UNet2DConditionModel" in line
+    finally:
+        (realfake / "params.yaml").write_text(original)
+        shutil.rmtree(broken.parent)
+    assert snapshot(realfake) == before
