@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from synthgap.data import load_processed
-from synthgap.diffusion.edm import heun_sample
+from synthgap.diffusion.edm import sample_set
 from synthgap.errors import run_main
 from synthgap.gafi.sampling import save_synthetic
 from synthgap.noise import image_seeds
@@ -18,7 +18,6 @@ from synthgap.plots import sample_grid
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
 from synthgap.train.diffusion import load_denoiser
-from synthgap.images import to_uint8
 from stages.common import equivalence_foreach_params
 
 STAGE = "sample_diffusion"
@@ -35,12 +34,7 @@ def main() -> None:
         labels = torch.arange(count, device=device) % data.num_classes
         seeds = image_seeds(params.seed, torch.arange(count), STAGE, n_base)
         h, _, c = data.image_shape
-        batches = []
-        for start in range(0, count, 1024):
-            batch = heun_sample(denoiser, labels[start : start + 1024], seeds[start : start + 1024], (c, h, h),
-                                steps=cfg.diffusion.sampler_steps)
-            batches.append(to_uint8(batch))
-        images = torch.cat(batches)
+        images = sample_set(denoiser, labels, seeds, (c, h, h), steps=cfg.diffusion.sampler_steps)
         save_synthetic(workspace / "data" / "synthetic" / STAGE / f"base_{n_base}.npz", images, labels, data.classes, seeds)
         preview = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.png"
         sample_grid(images[: 8 * data.num_classes], data.num_classes, preview, f"{params.stage}: one column per class")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from synthgap.distributed import is_main
 from synthgap.data import load_processed
 from synthgap.errors import run_main
 from synthgap.gafi.pipeline import generator_dir
@@ -34,9 +35,9 @@ def main() -> None:
         spec = GanSpec(data.num_classes, h, c, **arch, dataset=data.name)
         identity = {"gan": cfg.model_dump(), "data": params.data.model_dump(), "generator_seed": gseed}
         out, state = generator_dir(workspace, gseed), state_file(repo_root(), stage, identity)
-        if not state.exists():  # a fresh start: drop checkpoints of an earlier, different run
+        if not state.exists() and is_main():  # a fresh start: drop checkpoints of an earlier, different run
             for old in list_checkpoints(out).values():
-                old.unlink()
+                old.unlink(missing_ok=True)
         x, y = to_device_tensors(data.x_train, data.y_train, device)
         history = train_gan(spec, x, y, cfg, seed=gseed, device=device, out_dir=out,
                             state_path=state, desc=stage, on_epoch=lambda r: run.log_metrics(r, step=r["epoch"]))

@@ -50,3 +50,41 @@ def test_clean_clone_dvc_repro_and_experiment(tmp_path):
     runs = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'train_reference'")
     assert sorted(run.data.params["seed"] for run in runs) == ["0", "1"]
     shutil.rmtree(clone)
+
+
+def test_four_queued_experiments_on_two_workers_all_reach_mlflow(tmp_path):
+    """`dvc exp run --queue` x4 then `dvc queue start -j 2`: four runs with their own params and metrics, none
+    lost or mixed, artifacts under the repository root (not in DVC's temporary workspaces)."""
+    import time
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    run = lambda *cmd: subprocess.run(cmd, cwd=clone, env=env, check=True, capture_output=True, text=True)  # noqa: E731
+    run("dvc", "repro", "train_reference")
+    seeds = [11, 12, 13, 14]
+    for seed in seeds:
+        run("dvc", "exp", "run", "--queue", "-S", f"seed={seed}", "train_reference")
+    run("dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = run("dvc", "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(5)
+    assert status.count("Success") == len(seeds), status
+    from synthgap.tracking import get_client
+
+    client = get_client(f"sqlite:///{clone / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("common")
+    runs = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'train_reference'")
+    queued = [r for r in runs if r.data.params["seed"] != "0"]
+    assert sorted(int(r.data.params["seed"]) for r in queued) == seeds  # none lost, none duplicated
+    assert all(r.info.status == "FINISHED" and "test_top1" in r.data.metrics for r in queued)
+    assert len({r.data.metrics["test_top1"] for r in queued} | {None}) >= 2  # each run logged its own result
+    assert len({r.data.tags.get("dvc.exp_name") for r in queued}) == len(seeds)
+    for r in queued:
+        location = r.info.artifact_uri.removeprefix("file://")
+        assert location.startswith(str(clone / "mlartifacts")) and ".dvc/tmp" not in location
+        assert any((clone / "mlartifacts").rglob(f"{r.info.run_id}/artifacts/history.csv"))
+    shutil.rmtree(clone)

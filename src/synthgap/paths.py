@@ -50,7 +50,8 @@ def repo_root() -> Path:
 
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; rename it over ``target`` only if the block succeeds."""
+    """Yield a temporary path next to ``target``; rename it over ``target`` only if the block succeeds, and
+    only in the main process of a distributed job (the others' copies are discarded: rank 0 writes)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -59,7 +60,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        from synthgap.distributed import is_main
+
+        if is_main():
+            os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

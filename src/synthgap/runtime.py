@@ -8,7 +8,17 @@ from synthgap.errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; an explicit device that is absent is a user error."""
+    """``auto`` -> cuda when available, else cpu; an explicit device that is absent is a user error. Under
+    ``torchrun`` (``WORLD_SIZE`` > 1) this also joins the process group, and on CUDA returns this process's GPU."""
+    from synthgap.distributed import local_device, setup
+
+    device = _resolve(name)
+    device = local_device(device)
+    setup(device)
+    return device
+
+
+def _resolve(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

@@ -147,7 +147,8 @@ def _as_param(value: Any) -> str:
 
 
 class _Run:
-    """Logging calls bound to one MLflow run."""
+    """Logging calls bound to one MLflow run (``client=None``: a non-main process of a distributed job,
+    where every call does nothing)."""
 
     def __init__(self, client, run_id: str):
         self.client = client
@@ -155,6 +156,8 @@ class _Run:
         self.metrics: dict[str, float] = {}
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        if self.client is None:
+            return
         from mlflow.entities import Param
 
         items = [Param(k, _as_param(v)) for k, v in params.items()]
@@ -165,6 +168,8 @@ class _Run:
         """Log numeric metrics (non-numeric values are skipped). Values logged without a ``step`` also go
         to the stage's DVC metrics file, except ``timing`` ones (wall-clock times would make the metrics
         files of two identical runs differ)."""
+        if self.client is None:
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -176,9 +181,13 @@ class _Run:
             self.metrics.update(numeric)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        if self.client is None:
+            return
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.client is None:
+            return
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, _as_param(value))
 
@@ -197,6 +206,11 @@ class StageRun(_Run):
         self.uri = resolve_tracking_uri(params.tracking.uri, self.root)
 
     def __enter__(self) -> StageRun:
+        from synthgap.distributed import is_main
+
+        if not is_main():  # rank 0 alone logs (torchrun / accelerate launch)
+            super().__init__(None, "")
+            return self
         check_reachable(self.uri)
         client = get_client(self.uri)
         experiment_id = ensure_experiment(client, self.uri, self.experiment, self.root)
@@ -214,6 +228,9 @@ class StageRun(_Run):
     @contextmanager
     def child(self, name: str, params: Mapping[str, Any]) -> Iterator[_Run]:
         """A nested run (one grid point): params logged up front, FINISHED or FAILED at the end."""
+        if self.client is None:
+            yield _Run(None, "")
+            return
         run = self.client.create_run(
             self.client.get_run(self.run_id).info.experiment_id,
             run_name=name,
@@ -233,6 +250,8 @@ class StageRun(_Run):
         self.client.set_terminated(child.run_id, status="FINISHED")
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.client is None:
+            return
         if exc_type is not None:
             self.client.set_terminated(self.run_id, status="KILLED" if exc_type is KeyboardInterrupt else "FAILED")
             return

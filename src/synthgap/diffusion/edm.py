@@ -53,11 +53,15 @@ def loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
-def edm_loss(denoiser: Denoiser, images: torch.Tensor, labels: torch.Tensor, cfg: EdmConfig, gen: torch.Generator) -> torch.Tensor:
-    """Mean weighted denoising loss of a batch of images in [-1, 1]."""
+def edm_loss(denoiser: Denoiser, images: torch.Tensor, labels: torch.Tensor, cfg: EdmConfig, gen: torch.Generator,
+             shard=None) -> torch.Tensor:
+    """Mean weighted denoising loss of a batch of images in [-1, 1]. ``shard`` (data parallelism) selects
+    this process's part after the noise of the whole batch is drawn, so the draws match one process."""
     n = len(images)
     sigma = (torch.randn(n, device=images.device, generator=gen) * cfg.p_std + cfg.p_mean).exp().view(-1, 1, 1, 1)
     noise = torch.randn(images.shape, device=images.device, generator=gen) * sigma
+    if shard is not None:
+        images, labels, sigma, noise = shard(images), shard(labels), shard(sigma), shard(noise)
     denoised = denoiser(images + noise, sigma, labels)
     return (loss_weight(sigma, cfg.sigma_data) * (denoised - images) ** 2).mean()
 
@@ -86,3 +90,19 @@ def heun_sample(denoiser: Denoiser, labels: torch.Tensor, seeds: torch.Tensor, s
             x_next = x + (t_next - t_cur) * (0.5 * d + 0.5 * d_next)
         x = x_next
     return x.float().clamp(-1, 1)
+
+
+@torch.no_grad()
+def sample_set(denoiser: Denoiser, labels: torch.Tensor, seeds: torch.Tensor, shape: tuple[int, int, int],
+               steps: int = 18, batch_size: int = 1024) -> torch.Tensor:
+    """uint8 images for ``labels`` / per-image ``seeds``, in batches; under ``torchrun`` each process samples
+    images ``rank::world`` and all get the whole set back (equal to one process: every image has its seed)."""
+    from synthgap.distributed import sharded
+    from synthgap.images import to_uint8
+
+    def run(lab: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+        out = [to_uint8(heun_sample(denoiser, lab[i : i + batch_size], sd[i : i + batch_size], shape, steps))
+               for i in range(0, len(lab), batch_size)]
+        return torch.cat(out) if out else torch.zeros((0, *shape), dtype=torch.uint8, device=lab.device)
+
+    return sharded(run, len(labels), labels, seeds)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from synthgap.distributed import all_max, all_sum, current, gather_variable
 from synthgap.gafi.sampling import candidate_seeds, generate
 from synthgap.metrics import predict_logits
 from synthgap.models.biggan import Generator
@@ -50,7 +51,29 @@ class FilterStats:
 
 
 @torch.no_grad()
-def filtered_sample(
+def filtered_sample(generator: Generator, classifier: torch.nn.Module | None, quota: torch.Tensor, stddev: float,
+                    threshold: float | None, **kw) -> tuple[torch.Tensor, torch.Tensor, FilterStats]:
+    """A set with ``quota[c]`` images of class c; ``threshold=None`` (or no classifier) means no filtering.
+
+    Under ``torchrun`` each process generates and filters the classes ``c % world == rank`` and every process
+    gets the whole set back: classes are independent and candidates have their own seeds, so the set equals
+    the one-process set exactly."""
+    dist = current()
+    if dist.world == 1:
+        return _filtered_sample(generator, classifier, quota, stddev, threshold, **kw)
+    mine = torch.zeros_like(quota)
+    mine[dist.rank :: dist.world] = quota[dist.rank :: dist.world]
+    x, y, stats = _filtered_sample(generator, classifier, mine, stddev, threshold, **kw)
+    xs, ys = torch.cat(gather_variable(x)), torch.cat(gather_variable(y))
+    order = torch.argsort(ys, stable=True)  # class-major, each class from one process in its own order
+    device = ys.device
+    total = lambda v: [int(t) for t in all_sum(torch.tensor(v, device=device))]  # noqa: E731
+    rounds = int(all_max(torch.tensor(stats.rounds, device=device)))
+    merged = FilterStats(total(stats.drawn), total(stats.accepted), total(stats.filled), rounds)
+    return xs[order], ys[order], merged
+
+
+def _filtered_sample(
     generator: Generator,
     classifier: torch.nn.Module | None,
     quota: torch.Tensor,
@@ -62,7 +85,6 @@ def filtered_sample(
     max_rounds: int = 10,
     batch_size: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor, FilterStats]:
-    """A set with ``quota[c]`` images of class c; ``threshold=None`` (or no classifier) means no filtering."""
     device = next(generator.parameters()).device
     num_classes = len(quota)
     kept: list[list[torch.Tensor]] = [[] for _ in range(num_classes)]
@@ -111,6 +133,8 @@ def filtered_sample(
             kept[c].append(generate(generator, torch.full((short[c],), c, dtype=torch.long), seeds, stddev, batch_size))
             stats.filled[c] = short[c]
             stats.drawn[c] += short[c]
-    x = torch.cat([torch.cat(parts) for parts in kept if parts]) if any(kept) else torch.zeros(0, dtype=torch.uint8, device=device)
+    spec = generator.spec
+    empty = torch.zeros((0, spec.channels, spec.image_size, spec.image_size), dtype=torch.uint8, device=device)
+    x = torch.cat([torch.cat(parts) for parts in kept if parts]) if any(kept) else empty
     y = torch.cat([torch.full((quota_list[c],), c, dtype=torch.long, device=device) for c in range(num_classes)])
     return x, y, stats

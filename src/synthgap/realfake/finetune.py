@@ -217,7 +217,7 @@ def train_unet(
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         opt.step()
-        running += loss.item()
+        running += accelerator.reduce(loss.detach(), "mean").item() if world > 1 else loss.item()
         count += 1
         done = step + 1
         if not math.isfinite(running):

@@ -2,7 +2,8 @@
 
 Guidance tokens reach the UNet through ``prompt_embeds`` (the text states with the last slot overwritten), so
 no forked diffusers is needed. Every image has its own seed (one ``torch.Generator`` per image), so a set does
-not depend on the batch size or on how it is sharded. Defaults are the released code's: strength 0.75, UniPC
+not depend on the batch size or on how it is sharded (under ``torchrun`` each process makes images
+``rank::world``). Defaults are the released code's: strength 0.75, UniPC
 30 steps, CFG 2.0, LoRA scale 0.5, prompt ``photo of {class}, {caption}, best quality`` and its negative prompt.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from synthgap.distributed import current, gather_shards
 from synthgap.realfake.base_model import BaseModel, encode_prompts, from_model_pixels, to_model_pixels
 from synthgap.realfake.guidance import insert_guidance
 
@@ -69,6 +71,12 @@ def synthesize(
     if spec.mode == "img2img" and sources is None:
         raise ValueError("img2img needs the source images")
     device = next(model.unet.parameters()).device
+    total, dist = len(prompts), current()
+    if dist.world > 1:  # under torchrun: images rank::world here, gathered back in order at the end
+        mine = list(range(dist.rank, total, dist.world))
+        prompts, seeds = [prompts[i] for i in mine], [seeds[i] for i in mine]
+        sources = sources[mine] if sources is not None else None
+        tokens = tokens[mine] if tokens is not None else None
     pipe = make_pipeline(model, spec.mode)
     negative = encode_prompts(model, [spec.negative_prompt])
     out_size = out_size or spec.resolution
@@ -90,5 +98,5 @@ def synthesize(
             out = pipe(image=init, strength=spec.strength, **call).images
         else:
             out = pipe(height=spec.resolution, width=spec.resolution, **call).images
-        images.append(from_model_pixels(out.float(), out_channels, out_size).cpu())
-    return torch.cat(images)
+        images.append(from_model_pixels(out.float(), out_channels, out_size))
+    return gather_shards(torch.cat(images), total).cpu()

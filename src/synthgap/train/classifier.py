@@ -23,11 +23,12 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from synthgap.config import TrainConfig
+from synthgap.distributed import all_sum, barrier, current, is_main, sync_buffers, wrap
 from synthgap.errors import UserError
 from synthgap.metrics import evaluate
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.train.augment import augment
-from synthgap.train.precision import autocast_for
+from synthgap.train.precision import autocast_for, channels_last_for
 from synthgap.train.state import load_state, restore, save_state
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
@@ -74,8 +75,11 @@ def train_classifier(
     device = torch.device(device)
     evals = evals or {}
     model.to(device)
-    if device.type == "cuda":
+    channels_last = channels_last_for(device, cfg.precision)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
+    dist = current()  # under torchrun: each process trains on its slice of every global batch
+    net = wrap(model, device)
     opt = torch.optim.SGD(
         model.parameters(),
         lr=cfg.lr,
@@ -112,21 +116,23 @@ def train_classifier(
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = augment(x_train[idx], gen, cfg.crop_padding, cfg.flip, cfg.cutout)
-            xb = xb.float().div_(255.0)
-            if device.type == "cuda":
+            xb = augment(x_train[idx], gen, cfg.crop_padding, cfg.flip, cfg.cutout)  # the whole global batch
+            xb, yb = dist.shard(xb).float().div_(255.0), dist.shard(y_train[idx])
+            if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = y_train[idx]
             with autocast_for(device, cfg.precision):
-                logits = model(xb)
+                logits = net(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.detach() * len(idx)
+            loss_sum += loss.detach() * len(yb)
             correct += (logits.detach().argmax(1) == yb).sum()
-            seen += len(idx)
+            seen += len(yb)
 
+        sync_buffers(model)  # BatchNorm statistics of rank 0, so every process evaluates the same model
+        loss_sum, correct = all_sum(loss_sum), all_sum(correct)
+        seen = int(all_sum(torch.tensor(seen, device=device)))
         record = {
             "epoch": epoch + 1,
             "lr": cfg.lr * lr_factor(cfg, epoch, 0.0),
@@ -154,8 +160,9 @@ def train_classifier(
     for name, (x_eval, y_eval) in evals.items():
         metrics = evaluate(model, x_eval, y_eval, batch_size=cfg.eval_batch_size, precision=cfg.precision)
         result.final.update({f"{name}_{k}": v for k, v in metrics.items()})
-    if state_path is not None and state_path.exists():
-        state_path.unlink()
+    if state_path is not None and is_main():
+        state_path.unlink(missing_ok=True)
+    barrier()  # everything rank 0 wrote exists before any process goes on
     return result
 
 

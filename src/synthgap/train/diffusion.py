@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from synthgap.checkpoint import load_torch, save_torch
 from synthgap.diffusion.edm import Denoiser, EdmConfig, edm_loss
+from synthgap.distributed import all_sum, barrier, current, is_main, wrap
 from synthgap.errors import UserError
 from synthgap.images import to_unit_range
 from synthgap.models.unet import UNet, UNetSpec
@@ -79,18 +80,20 @@ def train_diffusion(
         start, history = state["step"], list(state["history"])
         tqdm.write(f"{desc}: resuming from {state_path} at step {start}")
     batch = min(batch_size, len(y))
+    dist = current()  # under torchrun: each process computes the loss of its slice of every global batch
+    net = wrap(denoiser, device)
     denoiser.train()
     running, count, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     for step in tqdm(range(start, steps), desc=desc, disable=None, initial=start, total=steps):
         gen = torch_generator(derive_seed(seed, "edm", step), device)
         idx = torch.randperm(len(y), device=device, generator=gen)[:batch]
         images = to_unit_range(x[idx])
-        loss = edm_loss(denoiser, images, y[idx], edm, gen)
+        loss = edm_loss(net, images, y[idx], edm, gen, shard=dist.shard if dist.world > 1 else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ema_update(ema, denoiser, ema_decay)
-        running += loss.detach()
+        running += all_sum(loss.detach()) / dist.world
         count += 1
         done = step + 1
         if done % log_every == 0 or done == steps:
@@ -105,6 +108,7 @@ def train_diffusion(
                 on_log(record)
         if state_path is not None and state_every and done % state_every == 0 and done < steps:
             save_state(state_path, fingerprint, step=done, history=history, denoiser=denoiser, ema=ema, optimizer=opt)
-    if state_path is not None and state_path.exists():
-        state_path.unlink()
+    if state_path is not None and is_main():
+        state_path.unlink(missing_ok=True)
+    barrier()  # everything rank 0 wrote exists before any process goes on
     return ema, history

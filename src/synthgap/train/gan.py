@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from synthgap.distributed import all_sum, barrier, current, is_main, wrap
 from synthgap.checkpoint import load_torch, save_torch
 from synthgap.config import GanConfig
 from synthgap.errors import UserError
@@ -91,6 +92,8 @@ def train_gan(
 
     n, batch = len(y), min(cfg.batch_size, len(y))
     steps = n // batch
+    dist = current()  # under torchrun: each process takes its slice of every global batch and latent draw
+    g_net, d_net = wrap(generator, device), wrap(discriminator, device)
     generator.train()
     discriminator.train()
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=None, initial=start_epoch, total=cfg.epochs)
@@ -100,13 +103,18 @@ def train_gan(
         order = torch.randperm(n, device=device, generator=gen)
         d_sum, g_sum, g_count = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for i in range(steps):
-            idx = order[i * batch : (i + 1) * batch]
+            idx = dist.shard(order[i * batch : (i + 1) * batch])
             real, real_y = to_unit_range(x[idx]), y[idx]
-            z = torch.randn(batch, spec.z_dim, device=device, generator=gen)
-            fake_y = torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen)
+            z = dist.shard(torch.randn(batch, spec.z_dim, device=device, generator=gen))
+            fake_y = dist.shard(torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen))
             with torch.no_grad():
                 fake = generator(z, fake_y)
-            d_loss = F.relu(1.0 - discriminator(real, real_y)).mean() + F.relu(1.0 + discriminator(fake, fake_y)).mean()
+            if dist.world > 1:  # one DDP forward per backward: real and fake together
+                scores = d_net(torch.cat([real, fake]), torch.cat([real_y, fake_y]))
+                d_real, d_fake = scores[: len(real)], scores[len(real) :]
+            else:
+                d_real, d_fake = discriminator(real, real_y), discriminator(fake, fake_y)
+            d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -114,9 +122,9 @@ def train_gan(
             d_step += 1
             if d_step % cfg.d_steps:
                 continue
-            z = torch.randn(batch, spec.z_dim, device=device, generator=gen)
-            fake_y = torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen)
-            g_loss = -discriminator(generator(z, fake_y), fake_y).mean()
+            z = dist.shard(torch.randn(batch, spec.z_dim, device=device, generator=gen))
+            fake_y = dist.shard(torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen))
+            g_loss = -discriminator(g_net(z, fake_y), fake_y).mean()
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
@@ -125,6 +133,7 @@ def train_gan(
             g_sum += g_loss.detach()
             g_count += 1
 
+        d_sum, g_sum = all_sum(d_sum) / dist.world, all_sum(g_sum) / dist.world
         record = {
             "epoch": epoch + 1,
             "d_loss": d_sum.item() / max(steps, 1),
@@ -146,6 +155,7 @@ def train_gan(
                        generator=generator, discriminator=discriminator, ema=ema, opt_g=opt_g, opt_d=opt_d)
         if on_epoch is not None:
             on_epoch(record)
-    if state_path is not None and state_path.exists():
-        state_path.unlink()
+    if state_path is not None and is_main():
+        state_path.unlink(missing_ok=True)
+    barrier()  # everything rank 0 wrote exists before any process goes on
     return history

@@ -1,0 +1,138 @@
+"""Data parallelism on ``torch.distributed`` (``torchrun`` / ``accelerate launch``), the same for every loop.
+
+Semantics: one process per device, each holding the full (device-resident) training set. Every process draws
+the same global batch from the same seeded generator, applies the same augmentation to all of it, and keeps
+its slice ``rank::world``; DDP averages the gradients, so a step equals the single-process step on the global
+batch (up to BatchNorm, whose statistics stay per process on CPU/gloo; ``SyncBatchNorm`` on CUDA). Rank 0
+alone writes files and logs to MLflow. Synthesis shards images ``rank::world`` (every image has its own seed)
+and gathers them back in order, so the union equals the single-process set.
+
+Without a launcher (no ``WORLD_SIZE`` > 1) everything here is a no-op: rank 0 of 1.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, t: torch.Tensor) -> torch.Tensor:
+        """This process's share (``rank::world``) of a global batch."""
+        return t[self.rank :: self.world] if self.world > 1 else t
+
+
+def current() -> Dist:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return Dist(int(os.environ.get("RANK", 0)), 1) if int(os.environ.get("WORLD_SIZE", 1)) > 1 else Dist()
+
+
+def is_main() -> bool:
+    """False on every process but rank 0 of a launched job (also before the process group exists)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return current().main
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def setup(device: torch.device) -> Dist:
+    """Join the process group a launcher describes (``WORLD_SIZE`` > 1): NCCL on CUDA (one GPU per
+    ``LOCAL_RANK``), gloo on CPU. Returns this process's place."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return current()
+
+
+def local_device(device: torch.device) -> torch.device:
+    """The CUDA device of this process (``LOCAL_RANK``) when launched on several GPUs."""
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP around ``model`` in a process group (SyncBatchNorm on CUDA), the model itself otherwise."""
+    dist = current()
+    if dist.world == 1:
+        return model
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def barrier() -> None:
+    """Wait for every process (e.g. until rank 0 has written what the others read next)."""
+    if current().world > 1:
+        torch.distributed.barrier()
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics drift apart per process)."""
+    if current().world > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over processes (for logging totals); identity in one process."""
+    if current().world > 1:
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def all_max(t: torch.Tensor) -> torch.Tensor:
+    if current().world > 1:
+        t = t.clone()
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return t
+
+
+def gather_shards(local: torch.Tensor, total: int) -> torch.Tensor:
+    """Reassemble ``rank::world`` shards of ``total`` items into the original order on every process."""
+    dist = current()
+    if dist.world == 1:
+        return local
+    sizes = [len(range(r, total, dist.world)) for r in range(dist.world)]
+    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=local.device)
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(dist.world)]
+    torch.distributed.all_gather(parts, padded)
+    out = torch.empty((total, *local.shape[1:]), dtype=local.dtype, device=local.device)
+    for r, (part, size) in enumerate(zip(parts, sizes)):
+        out[r :: dist.world] = part[:size]
+    return out
+
+
+def gather_variable(local: torch.Tensor) -> list[torch.Tensor]:
+    """Every process's ``local`` tensor (lengths may differ), in rank order, on every process."""
+    dist = current()
+    if dist.world == 1:
+        return [local]
+    sizes = [torch.zeros((), dtype=torch.long, device=local.device) for _ in range(dist.world)]
+    torch.distributed.all_gather(sizes, torch.tensor(len(local), device=local.device))
+    padded = torch.zeros((int(max(sizes)), *local.shape[1:]), dtype=local.dtype, device=local.device)
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(dist.world)]
+    torch.distributed.all_gather(parts, padded)
+    return [part[: int(size)] for part, size in zip(parts, sizes)]
+
+
+def sharded(fn, total: int, *per_item: torch.Tensor) -> torch.Tensor:
+    """``fn`` over this process's items ``rank::world`` of ``per_item`` (seeds, labels, ...), gathered back in
+    item order: with per-item seeds the result equals ``fn(*per_item)`` in one process."""
+    dist = current()
+    return gather_shards(fn(*(dist.shard(t) for t in per_item)), total)
