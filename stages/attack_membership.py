@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from synthgap.config import load_stage_params
 from synthgap.data import load_processed
 from synthgap.errors import run_main
 from synthgap.metrics import predict_logits
 from synthgap.noise import image_seeds
-from synthgap.paths import atomic_save_npz, atomic_write_json, repo_root, workspace_root
+from synthgap.paths import atomic_save_npz, atomic_write_json, repo_root
 from synthgap.realfake.finetune import train_unet
 from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
 from synthgap.realfake.pipeline import finetune_settings, load_model, prompts_for, synthesis_spec, train_cell
@@ -30,13 +29,13 @@ from synthgap.seeding import derive_seed
 from synthgap.tables import write_table
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import to_device_tensors
+from stages.common import realfake_params
 
 STAGE = "attack_membership"
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml", section="realfake")
+    params, workspace = realfake_params(STAGE)
     cfg, privacy = params.section, params.section.privacy
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:

@@ -29,6 +29,12 @@ def gafi_params(stage: str) -> tuple[StageParams, Path]:
     return load_stage_params(stage, workspace / "params.yaml", section="gafi"), workspace
 
 
+def realfake_params(stage: str) -> tuple[StageParams, Path]:
+    """The shared keys and the ``realfake`` section, for a Real-Fake stage run from the workspace."""
+    workspace = workspace_root()
+    return load_stage_params(stage, workspace / "params.yaml", section="realfake"), workspace
+
+
 def gafi_foreach_params(stage: str) -> tuple[StageParams, int, Path]:
     """Like :func:`gafi_params` for a stage run once per generator seed; the run is named ``<stage>@<seed>``."""
     params, workspace = gafi_params(stage)

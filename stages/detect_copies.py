@@ -13,18 +13,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from synthgap.config import load_stage_params
 from synthgap.data import load_processed
 from synthgap.data.formats import read_npz
 from synthgap.equivalence.quality import extract_features
 from synthgap.errors import UserError, run_main
 from synthgap.models import check_compatible, load_classifier
-from synthgap.paths import atomic_write_json, repo_root, workspace_root
+from synthgap.paths import atomic_write_json, repo_root
 from synthgap.realfake.pipeline import set_path
 from synthgap.realfake.privacy import nearest_real
 from synthgap.realfake.report import matches_figure
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
+from stages.common import realfake_params
 
 STAGE = "detect_copies"
 
@@ -49,8 +49,7 @@ def sscd_features(path, x_uint8: torch.Tensor, device) -> np.ndarray:
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml", section="realfake")
+    params, workspace = realfake_params(STAGE)
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthgap.config import load_stage_params
 from synthgap.data import load_processed
 from synthgap.data.formats import read_npz
 from synthgap.errors import run_main
-from synthgap.paths import atomic_write_json, workspace_root
+from synthgap.paths import atomic_write_json
 from synthgap.realfake.pipeline import set_path, table_rows, train_cell, training_sets
 from synthgap.realfake.report import scaling_figure
 from synthgap.runtime import resolve_device
@@ -23,13 +22,13 @@ from synthgap.seeding import derive_seed
 from synthgap.tables import write_table
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import to_device_tensors
+from stages.common import realfake_params
 
 STAGE = "evaluate_realfake"
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml", section="realfake")
+    params, workspace = realfake_params(STAGE)
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:

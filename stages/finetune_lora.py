@@ -9,23 +9,22 @@ Killed runs resume from ``.synthgap/state/``.
 
 from __future__ import annotations
 
-from synthgap.config import load_stage_params
 from synthgap.data import load_processed
 from synthgap.errors import run_main
-from synthgap.paths import atomic_write_csv, repo_root, workspace_root
+from synthgap.paths import atomic_write_csv, repo_root
 from synthgap.realfake.finetune import save_adapter, train_unet
 from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
 from synthgap.realfake.pipeline import adapter_path, finetune_settings, load_model, prompts_for
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import state_file, to_device_tensors
+from stages.common import realfake_params
 
 STAGE = "finetune_lora"
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml", section="realfake")
+    params, workspace = realfake_params(STAGE)
     cfg = params.section
     device = resolve_device(params.device)
     variants = [v for v in cfg.ablation if v != "base"]

@@ -12,10 +12,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from synthgap.config import load_stage_params
 from synthgap.data import load_processed
 from synthgap.errors import run_main
-from synthgap.paths import atomic_write_csv, atomic_write_text, repo_root, workspace_root
+from synthgap.paths import atomic_write_csv, atomic_write_text, repo_root
 from synthgap.realfake.base_model import build_tiny, save_base_model
 from synthgap.realfake.finetune import UnetTraining, pretrain_vae, train_unet
 from synthgap.realfake.pipeline import STAND_IN, prompts_for
@@ -23,13 +22,13 @@ from synthgap.realfake.synthesis import NEGATIVE_PROMPT
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import state_file, to_device_tensors
+from stages.common import realfake_params
 
 STAGE = "pretrain_base_model"
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml", section="realfake")
+    params, workspace = realfake_params(STAGE)
     cfg, pre = params.section, params.section.pretrain
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:

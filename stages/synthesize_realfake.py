@@ -12,12 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from synthgap.config import load_stage_params
 from synthgap.data import load_processed
 from synthgap.errors import run_main
 from synthgap.gafi.sampling import save_synthetic
 from synthgap.noise import image_seeds
-from synthgap.paths import repo_root, workspace_root
+from synthgap.paths import repo_root
 from synthgap.plots import class_columns, sample_grid
 from synthgap.realfake.finetune import load_adapter
 from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
@@ -26,13 +25,13 @@ from synthgap.realfake.synthesis import synthesize
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import to_device_tensors
+from stages.common import realfake_params
 
 STAGE = "synthesize_realfake"
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml", section="realfake")
+    params, workspace = realfake_params(STAGE)
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:

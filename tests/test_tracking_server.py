@@ -78,14 +78,18 @@ def check_runs(uri: str) -> None:
         assert "history.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
-def test_two_workers_share_one_server_with_a_sqlite_backend(tmp_path):
-    proc, uri = start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts")
+def serve_two_workers(tmp_path: Path, backend: str) -> None:
+    proc, uri = start_server(backend, tmp_path / "artifacts")
     try:
         run_workers(tmp_path, uri)
         check_runs(uri)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_two_workers_share_one_server_with_a_sqlite_backend(tmp_path):
+    serve_two_workers(tmp_path, f"sqlite:///{tmp_path / 'server.db'}")
     assert any((tmp_path / "artifacts").rglob("history.csv"))  # artifacts went to the server's store
 
 
@@ -113,13 +117,7 @@ def test_two_workers_share_one_server_with_a_postgresql_backend(tmp_path):
     try:
         subprocess.run([str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
                        check=True, capture_output=True)
-        proc, uri = start_server(f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow", tmp_path / "artifacts")
-        try:
-            run_workers(tmp_path, uri)
-            check_runs(uri)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        serve_two_workers(tmp_path, f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow")
     finally:
         subprocess.run([*user, str(pg / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
