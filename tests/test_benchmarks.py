@@ -1,0 +1,34 @@
+"""The benchmark scripts run in their CI-sized mode (`--quick`) and print one JSON object with their keys.
+Speed targets are checked by reading the results files, not here: timing on a shared CI machine is noise."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def run_benchmark(name: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--device", "cpu", "--quick", "--no-save"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    return json.loads(out[out.index("{\n"):])
+
+
+@pytest.mark.parametrize("name,keys", [
+    ("classifier", {"ours_img_per_s", "baseline_img_per_s", "ratio", "projected_s_100_epochs_50k", "profile_ours"}),
+    ("recycle", {"seconds_per_epoch", "filter_acceptance", "projected_s_per_100_epochs"}),
+    ("sampling", {"img_per_s"}),
+])
+def test_benchmark_prints_its_json(name, keys):
+    result = run_benchmark(name)
+    assert keys <= set(result) and result["device_type"] == "cpu" and result["command"].startswith("python -m benchmarks.")
+    if name == "classifier":
+        assert result["ours_img_per_s"] > 0 and result["baseline_img_per_s"] > 0
+    if name == "sampling":
+        assert result["img_per_s"]["gan"] and result["img_per_s"]["edm_18_steps"]
