@@ -20,18 +20,26 @@ reports wall seconds and test accuracy (paper: 94.98 %).
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from benchmarks.common import count_flops, measured_peak_flops, pick_device, profile_summary, report, sync, timed
+from benchmarks.common import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    count_flops,
+    measured_peak_flops,
+    pick_device,
+    profile_summary,
+    report,
+    sync,
+    timed,
+)
 from synthgap.config import TrainConfig
 from synthgap.models import ClassifierSpec, build_classifier
 from synthgap.train.classifier import train_classifier
-
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
 
 def make_model(width: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -79,7 +87,7 @@ def baseline(width: int, x: np.ndarray, y: np.ndarray, batch_size: int, device: 
     for step, (xb, yb) in enumerate(loader):
         if step == warmup:
             sync(device)
-            t0, seen = __import__("time").perf_counter(), 0
+            t0, seen = time.perf_counter(), 0
         xb, yb = xb.to(device), yb.to(device)
         out = model(xb)
         loss = F.cross_entropy(out, yb)
@@ -90,7 +98,7 @@ def baseline(width: int, x: np.ndarray, y: np.ndarray, batch_size: int, device: 
         correct += out.argmax(1).eq(yb).sum().item()
         seen += len(yb)
     sync(device)
-    return seen / (__import__("time").perf_counter() - t0)
+    return seen / (time.perf_counter() - t0)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import torch
 from synthgap.paths import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # the classifiers' normalisation
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import pick_device, profile_summary, report, timed
+from benchmarks.common import CIFAR_MEAN, CIFAR_STD, pick_device, profile_summary, report, timed
 from synthgap.config import load_stage_params
 from synthgap.gafi.filtering import filtered_sample
 from synthgap.gafi.recycle import RecycledSet
@@ -26,9 +26,6 @@ from synthgap.models import ClassifierSpec, build_classifier
 from synthgap.models.biggan import GanSpec, Generator
 from synthgap.paths import repo_root
 from synthgap.train.classifier import train_classifier
-
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

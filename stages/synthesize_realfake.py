@@ -40,12 +40,15 @@ def main() -> None:
         n = len(data.y_train)
         prompts = prompts_for(cfg, data, repo_root())
         x, y = to_device_tensors(data.x_train, data.y_train, device)
+        embeddings = None  # the vision tower is the base model's in every variant: embed the images once
         for variant in cfg.ablation:
             model = load_model(cfg, workspace, repo_root(), device)
+            if embeddings is None:
+                embeddings = image_embeddings(model.image_encoder, x)
             projection, settings = (None, {"guidance": "none"})
             if variant != "base":
                 projection, settings = load_adapter(adapter_path(workspace, variant), model, device)
-            tokens = guidance_embeddings(image_embeddings(model.image_encoder, x), y, settings["guidance"])
+            tokens = guidance_embeddings(embeddings, y, settings["guidance"])
             for mode in ("img2img", "txt2img"):
                 copies = max(cfg.scales) if (variant, mode) == ("full", "img2img") else 1
                 source = np.tile(np.arange(n), copies)

@@ -33,9 +33,10 @@ class Dist:
 
 
 def current() -> Dist:
+    """This process's place in the process group; rank 0 of 1 before (or without) one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
-    return Dist(int(os.environ.get("RANK", 0)), 1) if int(os.environ.get("WORLD_SIZE", 1)) > 1 else Dist()
+    return Dist()
 
 
 def is_main() -> bool:
@@ -86,18 +87,11 @@ def sync_buffers(model: torch.nn.Module) -> None:
             torch.distributed.broadcast(buffer, src=0)
 
 
-def all_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over processes (for logging totals); identity in one process."""
+def all_sum(t: torch.Tensor, op: str = "SUM") -> torch.Tensor:
+    """Reduce over processes (``op``: SUM for logging totals, MAX, ...); identity in one process."""
     if current().world > 1:
         t = t.clone()
-        torch.distributed.all_reduce(t)
-    return t
-
-
-def all_max(t: torch.Tensor) -> torch.Tensor:
-    if current().world > 1:
-        t = t.clone()
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op))
     return t
 
 
@@ -106,14 +100,9 @@ def gather_shards(local: torch.Tensor, total: int) -> torch.Tensor:
     dist = current()
     if dist.world == 1:
         return local
-    sizes = [len(range(r, total, dist.world)) for r in range(dist.world)]
-    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=local.device)
-    padded[: len(local)] = local
-    parts = [torch.empty_like(padded) for _ in range(dist.world)]
-    torch.distributed.all_gather(parts, padded)
     out = torch.empty((total, *local.shape[1:]), dtype=local.dtype, device=local.device)
-    for r, (part, size) in enumerate(zip(parts, sizes)):
-        out[r :: dist.world] = part[:size]
+    for r, part in enumerate(gather_variable(local)):
+        out[r :: dist.world] = part
     return out
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from synthgap.distributed import all_max, all_sum, current, gather_variable
+from synthgap.distributed import all_sum, current, gather_variable
 from synthgap.gafi.sampling import candidate_seeds, generate
 from synthgap.metrics import predict_logits
 from synthgap.models.biggan import Generator
@@ -68,7 +68,7 @@ def filtered_sample(generator: Generator, classifier: torch.nn.Module | None, qu
     order = torch.argsort(ys, stable=True)  # class-major, each class from one process in its own order
     device = ys.device
     total = lambda v: [int(t) for t in all_sum(torch.tensor(v, device=device))]  # noqa: E731
-    rounds = int(all_max(torch.tensor(stats.rounds, device=device)))
+    rounds = int(all_sum(torch.tensor(stats.rounds, device=device), op="MAX"))
     merged = FilterStats(total(stats.drawn), total(stats.accepted), total(stats.filled), rounds)
     return xs[order], ys[order], merged
 
