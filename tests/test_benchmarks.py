@@ -24,6 +24,7 @@ def run_benchmark(name: str) -> dict:
     ("classifier", {"ours_img_per_s", "baseline_img_per_s", "ratio", "projected_s_100_epochs_50k", "profile_ours"}),
     ("recycle", {"seconds_per_epoch", "filter_acceptance", "projected_s_per_100_epochs"}),
     ("sampling", {"img_per_s"}),
+    ("stacked", {"shapes", "goal"}),
 ])
 def test_benchmark_prints_its_json(name, keys):
     result = run_benchmark(name)

@@ -111,6 +111,11 @@ class TrainConfig(Section):
     checkpoint_every: StrictInt = Field(
         0, ge=0, description="Write resumable state every k epochs (0: only at the end)."
     )
+    stack: StrictInt = Field(
+        16, ge=1, le=1024, description="Train up to this many classifiers of one CIFAR-ResNet shape (the trials "
+        "of a cell, the cells of a grid) as one stacked network (grouped convolutions); 1 trains them one by one. "
+        "Each model's result equals its run alone up to float rounding.",
+    )
 
     @model_validator(mode="after")
     def _milestones_inside_run(self) -> TrainConfig:
@@ -273,7 +278,6 @@ class EquivalenceConfig(Section):
     quality: QualityConfig = QualityConfig()
     real_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0), description="Real additions as multiples of n_base.")
     syn_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0, 4.0, 5.0), description="Synthetic additions as multiples of n_base.")
-    trials: StrictInt = Field(1, ge=1, le=100)
     classifier: ClassifierConfig = ClassifierConfig(model=ModelConfig(arch="resnet110", width=16))
     epochs_by_base: tuple[tuple[StrictInt, StrictInt], ...] = Field(
         ((500, 480), (5000, 320), (10**9, 160)),
@@ -374,18 +378,26 @@ class RealFakeConfig(Section):
         return self
 
 
+class SummarizeResultsConfig(Section):
+    """summarize_results reads only the shared keys (``trials``)."""
+
+
 SECTIONS: dict[str, type[Section]] = {
     "prepare_data": PrepareDataConfig,
     "train_reference": TrainReferenceConfig,
     "gafi": GafiConfig,
     "equivalence": EquivalenceConfig,
     "realfake": RealFakeConfig,
+    "summarize_results": SummarizeResultsConfig,
 }
-COMMON_KEYS = ("seed", "device", "data", "tracking")
+COMMON_KEYS = ("seed", "trials", "device", "data", "tracking")
 
 
 class CommonParams(Section):
-    seed: StrictInt = Field(0, ge=0, description="Run seed: initialisation, shuffling, augmentation.")
+    seed: StrictInt = Field(0, ge=0, le=2**63 - 1, description="Run seed: initialisation, shuffling, augmentation.")
+    trials: StrictInt = Field(
+        3, ge=1, le=100, description="Classifier trainings per table cell (trial i: seed synthgap.seeding.trial_seed(seed, i)); "
+        "cells are reported as mean and 95 % interval, comparisons as paired differences over the same trials.")
     device: Device = Field("auto", description="auto picks cuda when available, else cpu.")
     data: DataConfig = DataConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -401,6 +413,7 @@ class StageParams(Generic[S]):
     stage: str
     section_name: str
     seed: int
+    trials: int
     device: str
     data: DataConfig
     tracking: TrackingConfig
@@ -410,6 +423,7 @@ class StageParams(Generic[S]):
         """Dotted keys for MLflow, e.g. ``train_reference.classifier.train.lr``."""
         tree = {
             "seed": self.seed,
+            "trials": self.trials,
             "device": self.device,
             "data": self.data.model_dump(),
             "tracking": self.tracking.model_dump(),
@@ -469,7 +483,7 @@ def load_stage_params(stage: str, path: str | os.PathLike = "params.yaml", secti
         )
     common = validate_section(CommonParams, {k: raw[k] for k in COMMON_KEYS if k in raw}, "", Path(path).name)
     body = validate_section(SECTIONS[section], raw.get(section), f"{section}.", Path(path).name)
-    return StageParams(stage, section, common.seed, common.device, common.data, common.tracking, body)
+    return StageParams(stage, section, common.seed, common.trials, common.device, common.data, common.tracking, body)
 
 
 def _one_line(err: ValidationError, where: str, source: str) -> UserError:

@@ -9,15 +9,17 @@ from synthgap.train.precision import autocast_for
 
 @torch.no_grad()
 def predict_logits(
-    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, precision: str = "auto"
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, precision: str = "auto", copies: int = 1
 ) -> torch.Tensor:
-    """Logits (float32) for uint8 (N, C, H, W) images, in eval mode, batch by batch on the model's device."""
+    """Logits (float32) for uint8 (N, C, H, W) images, in eval mode, batch by batch on the model's device.
+    ``copies`` > 1: ``model`` is k stacked classifiers, each shown every image; logits are (N, k, classes)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device, non_blocking=True).float().div_(255.0)
+        xb = xb.repeat(1, copies, 1, 1) if copies > 1 else xb
         with autocast_for(device, precision):
             out.append(model(xb).float())
     model.train(was_training)

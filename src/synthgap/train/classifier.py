@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from synthgap.config import TrainConfig
 from synthgap.distributed import all_sum, barrier, current, is_main, sync_buffers, wrap
 from synthgap.errors import UserError
-from synthgap.metrics import evaluate
+from synthgap.metrics import accuracy_metrics, evaluate, predict_logits
+from synthgap.models.stacked import StackedClassifier, can_stack, unstack
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.train.augment import augment
 from synthgap.train.precision import autocast_for, channels_last_for
@@ -72,98 +73,171 @@ def train_classifier(
     eval_every_epoch: bool = True,
     desc: str = "train",
 ) -> TrainResult:
-    device = torch.device(device)
-    evals = evals or {}
-    model.to(device)
+    """Train one classifier (see :func:`train_classifiers`)."""
+    callback = None if on_epoch is None else (lambda records: on_epoch(records[0]))
+    return train_classifiers([model], [train_set], cfg, seeds=[seed], device=device, evals=evals, state_path=state_path,
+                             on_epoch=callback, eval_every_epoch=eval_every_epoch, desc=desc)[0]
+
+
+def train_classifiers(
+    models: list[torch.nn.Module],
+    train_sets: list[TrainSet],
+    cfg: TrainConfig,
+    *,
+    seeds: list[int],
+    device: torch.device | str,
+    evals: dict[str, Tensors] | None = None,
+    state_path: Path | None = None,
+    on_epoch: Callable[[list[dict]], None] | None = None,
+    eval_every_epoch: bool = True,
+    desc: str = "train",
+) -> list[TrainResult]:
+    """Train k classifiers with one recipe, model j on ``train_sets[j]`` with the random streams of
+    ``seeds[j]``; returns one :class:`TrainResult` per model.
+
+    Models of one CIFAR-ResNet shape whose training sets have one size are trained as one stacked network
+    (:mod:`synthgap.models.stacked`, at most ``cfg.stack`` at a time): each gets the same data order,
+    augmentation and updates as alone, so its result equals a run of its own up to float rounding.
+    """
+    if not len(models) == len(train_sets) == len(seeds):
+        raise ValueError("one training set and one seed per model")
+    size = cfg.stack if can_stack(models) else 1
+    results: list[TrainResult] = []
+    for start in range(0, len(models), size):
+        part = slice(start, start + size)
+        path = state_path if state_path is None or len(models) <= size else state_path.with_name(f"{state_path.stem}-{start}.pt")
+        results += _train_together(models[part], train_sets[part], cfg, seeds=seeds[part], device=torch.device(device),
+                                   evals=evals or {}, state_path=path, on_epoch=on_epoch,
+                                   eval_every_epoch=eval_every_epoch, desc=desc)
+    return results
+
+
+def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, evals, state_path, on_epoch,
+                    eval_every_epoch, desc) -> list[TrainResult]:
+    k = len(models)
+    for model in models:
+        model.to(device)
+    module = models[0] if k == 1 else StackedClassifier(models).to(device)
     channels_last = channels_last_for(device, cfg.precision)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        module.to(memory_format=torch.channels_last)
     dist = current()  # under torchrun: each process trains on its slice of every global batch
-    net = wrap(model, device)
+    net = wrap(module, device)
     opt = torch.optim.SGD(
-        model.parameters(),
+        module.parameters(),
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
         **({"fused": True} if device.type == "cuda" else {"foreach": True}),
     )
-    result = TrainResult()
+    results = [TrainResult() for _ in models]
     start_epoch = 0
-    fingerprint = {"config": cfg.model_dump(mode="json"), "seed": seed}
+    fingerprint = {"config": cfg.model_dump(mode="json"), "seed": seeds[0] if k == 1 else list(seeds)}
     state = load_state(state_path, fingerprint, device)
     if state is not None:
-        restore(state, model=model, optimizer=opt)
-        result.history = list(state["history"])
-        start_epoch = result.resumed_from = int(state["epoch"])
+        restore(state, model=module, optimizer=opt)
+        histories = state["history"] if k > 1 else [state["history"]]
+        start_epoch = int(state["epoch"])
+        for result, history in zip(results, histories):
+            result.history, result.resumed_from = list(history), start_epoch
         tqdm.write(f"{desc}: resuming from {state_path} at epoch {start_epoch}")
 
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=None, initial=start_epoch, total=cfg.epochs)
+    label = desc if k == 1 else f"{desc} ({k} models)"
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=label, disable=None, initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
-        x_train, y_train = train_set(epoch) if callable(train_set) else train_set
-        x_train, y_train = x_train.to(device, non_blocking=True), y_train.to(device, non_blocking=True)
-        n = len(y_train)
-        gen = torch_generator(derive_seed(seed, "epoch", epoch), device)
-        order = torch.randperm(n, device=device, generator=gen)
+        sets = [s(epoch) if callable(s) else s for s in train_sets]
+        sets = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in sets]
+        n = len(sets[0][1])
+        if any(len(y) != n for _, y in sets):
+            raise ValueError("models trained together need training sets of one size")
+        gens = [torch_generator(derive_seed(seed, "epoch", epoch), device) for seed in seeds]
+        orders = [torch.randperm(n, device=device, generator=gen) for gen in gens]
         steps = n // cfg.batch_size + (n % cfg.batch_size >= 2)  # a trailing batch of one breaks BatchNorm
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        module.train()
+        loss_sum = torch.zeros(k, device=device)
+        correct = torch.zeros(k, device=device, dtype=torch.long)
         seen = 0
         for step in range(steps):
             lr = cfg.lr * lr_factor(cfg, epoch, step / steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = augment(x_train[idx], gen, cfg.crop_padding, cfg.flip, cfg.cutout)  # the whole global batch
-            xb, yb = dist.shard(xb).float().div_(255.0), dist.shard(y_train[idx])
+            xbs, ybs = [], []
+            for (x_train, y_train), order, gen in zip(sets, orders, gens):
+                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                xbs.append(augment(x_train[idx], gen, cfg.crop_padding, cfg.flip, cfg.cutout))  # the whole global batch
+                ybs.append(y_train[idx])
+            xb = xbs[0] if k == 1 else torch.cat(xbs, dim=1)  # model j reads channel block j
+            yb = torch.stack(ybs, dim=1)  # (B, k)
+            xb, yb = dist.shard(xb).float().div_(255.0), dist.shard(yb)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast_for(device, cfg.precision):
                 logits = net(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                logits = logits[:, None] if k == 1 else logits  # (B, k, classes)
+                if k == 1:
+                    loss = F.cross_entropy(logits[:, 0].float(), yb[:, 0], label_smoothing=cfg.label_smoothing)
+                    losses = loss.detach()[None]
+                else:  # the sum of the k models' mean losses: each model gets its own gradient
+                    per_model = F.cross_entropy(logits.float().transpose(1, 2), yb, label_smoothing=cfg.label_smoothing,
+                                                reduction="none").mean(0)
+                    loss, losses = per_model.sum(), per_model.detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(1) == yb).sum()
+            loss_sum += losses * len(yb)
+            correct += (logits.detach().argmax(2) == yb).sum(0)
             seen += len(yb)
 
-        sync_buffers(model)  # BatchNorm statistics of rank 0, so every process evaluates the same model
+        sync_buffers(module)  # BatchNorm statistics of rank 0, so every process evaluates the same model
         loss_sum, correct = all_sum(loss_sum), all_sum(correct)
         seen = int(all_sum(torch.tensor(seen, device=device)))
-        record = {
+        records = [{
             "epoch": epoch + 1,
             "lr": cfg.lr * lr_factor(cfg, epoch, 0.0),
-            "train_loss": loss_sum.item() / max(seen, 1),
-            "train_top1": 100.0 * correct.item() / max(seen, 1),
-        }
-        if not math.isfinite(record["train_loss"]):
+            "train_loss": loss_sum[j].item() / max(seen, 1),
+            "train_top1": 100.0 * correct[j].item() / max(seen, 1),
+        } for j in range(k)]
+        if not all(math.isfinite(r["train_loss"]) for r in records):
             kept = f"; the last good state is kept in {state_path}" if state_path is not None and state_path.exists() else ""
             raise UserError(
                 f"{desc}: training diverged (non-finite loss) in epoch {epoch + 1}{kept}",
                 "lower the learning rate or set precision: fp32",
             )
         for name, (x_eval, y_eval) in evals.items() if eval_every_epoch else ():
-            metrics = evaluate(model, x_eval, y_eval, batch_size=cfg.eval_batch_size, precision=cfg.precision)
-            record.update({f"{name}_{k}": v for k, v in metrics.items() if k != "per_class"})
-        record["seconds"] = time.perf_counter() - t0
-        result.history.append(record)
-        bar.set_postfix({k: round(v, 3) for k, v in record.items() if k in ("train_loss", "val_top1", "test_top1")})
+            for record, metrics in zip(records, _evaluate_all(module, k, x_eval, y_eval, cfg)):
+                record.update({f"{name}_{key}": v for key, v in metrics.items() if key != "per_class"})
+        seconds = time.perf_counter() - t0
+        for result, record in zip(results, records):
+            record["seconds"] = seconds / k
+            result.history.append(record)
+        bar.set_postfix({key: round(v, 3) for key, v in records[0].items() if key in ("train_loss", "val_top1", "test_top1")})
         if on_epoch is not None:
-            on_epoch(record)
+            on_epoch(records)
         last = epoch + 1 == cfg.epochs
         if state_path is not None and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0 and not last:
-            save_state(state_path, fingerprint, epoch=epoch + 1, model=model, optimizer=opt, history=result.history)
+            histories = results[0].history if k == 1 else [r.history for r in results]
+            save_state(state_path, fingerprint, epoch=epoch + 1, model=module, optimizer=opt, history=histories)
 
-    for name, (x_eval, y_eval) in evals.items():
-        metrics = evaluate(model, x_eval, y_eval, batch_size=cfg.eval_batch_size, precision=cfg.precision)
-        result.final.update({f"{name}_{k}": v for k, v in metrics.items()})
+    if k > 1:
+        unstack(module, models)
+    for model, result in zip(models, results):
+        for name, (x_eval, y_eval) in evals.items():
+            metrics = evaluate(model, x_eval, y_eval, batch_size=cfg.eval_batch_size, precision=cfg.precision)
+            result.final.update({f"{name}_{key}": v for key, v in metrics.items()})
     if state_path is not None and is_main():
         state_path.unlink(missing_ok=True)
     barrier()  # everything rank 0 wrote exists before any process goes on
-    return result
+    return results
+
+
+def _evaluate_all(module: torch.nn.Module, k: int, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> list[dict]:
+    """Metrics of each of the k models in ``module`` (a classifier, or k stacked) on one eval set."""
+    if k == 1:
+        return [evaluate(module, x, y, batch_size=cfg.eval_batch_size, precision=cfg.precision)]
+    logits = predict_logits(module, x, cfg.eval_batch_size, cfg.precision, copies=k)  # (N, k, classes)
+    return [accuracy_metrics(logits[:, j], y) for j in range(k)]
 
 
 def state_file(root: Path, stage: str, params: dict) -> Path:
