@@ -10,7 +10,7 @@ STAGE = "ablate_filtering"
 
 
 def cells(ctx, reports):
-    return [Cell(f"{STAGE}/threshold={t}", (ctx.last_member(threshold=t),), None) for t in ctx.cfg.ablation.thresholds]
+    return [Cell(f"threshold={t}", (ctx.last_member(threshold=t),), None) for t in ctx.cfg.ablation.thresholds]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ STAGE = "ablate_recycle"
 
 
 def cells(ctx, reports):
-    return [Cell(f"{STAGE}/N={n}", (ctx.last_member(),), n) for n in ctx.cfg.ablation.recycle]
+    return [Cell(f"N={n}", (ctx.last_member(),), n) for n in ctx.cfg.ablation.recycle]
 
 
 if __name__ == "__main__":

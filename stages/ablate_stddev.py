@@ -14,7 +14,7 @@ STAGE = "ablate_stddev"
 
 def cells(ctx, reports):
     return [
-        Cell(f"{STAGE}/stddev={s},{'filtered' if t is not None else 'unfiltered'}", (ctx.last_member(s, t),), None)
+        Cell(f"stddev={s},{'filtered' if t is not None else 'unfiltered'}", (ctx.last_member(s, t),), None)
         for t in (None, 0.0)
         for s in ctx.cfg.ablation.stddevs
     ]

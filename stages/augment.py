@@ -1,7 +1,7 @@
 """Stage augment@<n_base>: classifiers trained on the base subset plus real or synthetic additions.
 
-One child MLflow run per cell with params ``setting, n_base, n_real_added, n_syn_added, trial`` and metric
-``accuracy`` (test top-1, %; ``top5`` too with more than 10 classes), tested on the full real test set. Epochs
+One child MLflow run per cell and trial (``augment@<n>/<setting>+<added>/trial=<i>``) with params ``setting,
+n_base, n_real_added, n_syn_added, trial`` and metric ``accuracy`` (test top-1, %; ``top5`` too with more than 10 classes), tested on the full real test set. Epochs
 follow ``equivalence.epochs_by_base`` with lr x0.1 at 50 % and 75 %. Writes
 ``reports/equivalence/augment/base_<n>.json``.
 """
@@ -16,12 +16,18 @@ from synthgap.errors import run_main
 from synthgap.models import build_classifier, spec_for_data
 from synthgap.paths import atomic_write_json, repo_root
 from synthgap.runtime import resolve_device
-from synthgap.seeding import derive_seed
+from synthgap.grid import Job, run_jobs, summarise
+from synthgap.seeding import derive_seed, trial_seed
 from synthgap.tracking import StageRun
-from synthgap.train.classifier import to_device_tensors, train_classifier
+from synthgap.train.classifier import to_device_tensors
 from stages.common import base_subset, equivalence_foreach_params
 
 STAGE = "augment"
+
+
+def score(job, result) -> dict:
+    """Test top-1 (``accuracy``, %) and top-5 with more than 10 classes."""
+    return {"accuracy": result.final["test_top1"]} | ({"top5": result.final["test_top5"]} if "test_top5" in result.final else {})
 
 
 def main() -> None:
@@ -33,25 +39,24 @@ def main() -> None:
         pools = {"closed": load_pool(workspace / "data" / "synthetic" / "sample_diffusion" / f"base_{n_base}.npz", "npz", data.num_classes)}
         if cfg.open_set.path is not None:
             pools["open"] = load_pool(repo_root() / cfg.open_set.path, cfg.open_set.format, data.num_classes)
-        cells, skipped = grid_cells(n_base, len(data.y_train), cfg.real_ratios, cfg.syn_ratios, cfg.trials, tuple(pools))
+        cells, skipped = grid_cells(n_base, len(data.y_train), cfg.real_ratios, cfg.syn_ratios, tuple(pools))
         epochs = epochs_for(n_base, cfg.epochs_by_base)
         train_cfg = TrainConfig.model_validate(
             cfg.classifier.train.model_dump() | {"epochs": epochs, "milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})}
         )
         test = to_device_tensors(data.x_test, data.y_test, device)
-        rows = []
+        jobs = []
         for cell in cells:
-            x, y = cell_training_set(cell, data.x_train, data.y_train, base_idx, pools, data.num_classes, params.seed)
-            with run.child(cell.name, cell.params()) as child:
-                torch.manual_seed(derive_seed(params.seed, STAGE, cell.name))
+            for trial in range(params.trials):
+                seed = trial_seed(params.seed, trial)
+                x, y = cell_training_set(cell, data.x_train, data.y_train, base_idx, pools, data.num_classes, seed)
+                torch.manual_seed(derive_seed(seed, "init"))
                 model = build_classifier(spec_for_data(cfg.classifier.model, x, data.num_classes, data.name))
-                result = train_classifier(model, to_device_tensors(x, y, device), train_cfg, seed=derive_seed(params.seed, cell.name),
-                                          device=device, evals={"test": test}, eval_every_epoch=False, desc=cell.name)
-                metrics = {"accuracy": result.final["test_top1"]} | ({"top5": result.final["test_top5"]} if "test_top5" in result.final else {})
-                child.log_metrics(metrics)
-            rows.append(cell.params() | metrics | {"mlflow_run_id": child.run_id})
+                jobs.append(Job(cell.name, cell.params(), trial, seed, model, to_device_tensors(x, y, device), len(y), train_cfg))
+        rows = run_jobs(run, params.stage, jobs, score, device=device, evals={"test": test})
         out = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.json"
-        atomic_write_json(out, {"rows": rows, "epochs": epochs, "skipped_real_ratios": skipped})
+        atomic_write_json(out, {"rows": rows, "cells": summarise(rows, ("accuracy", "top5")), "epochs": epochs,
+                                "skipped_real_ratios": skipped})
         run.log_metrics({"cells": len(rows), "epochs": epochs})
         run.log_artifact(out)
         if skipped:

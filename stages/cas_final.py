@@ -24,7 +24,7 @@ def cells(ctx, reports):
         choice["stddev"] if cfg.stddev is None else cfg.stddev,
         choice["threshold"] if cfg.threshold is None else cfg.threshold,
     )
-    return [Cell(STAGE, (member,), cfg.accurate_recycle)]
+    return [Cell("gafi", (member,), cfg.accurate_recycle)]
 
 
 if __name__ == "__main__":

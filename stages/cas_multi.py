@@ -18,7 +18,7 @@ def cells(ctx, reports):
     seeds = ctx.cfg.generator_seeds
     choices = {s: read_choice(reports / "tune_threshold" / f"seed_{s}.json") for s in seeds[: max(ctx.cfg.num_generators)]}
     return [
-        Cell(f"{STAGE}/K={k}", tuple(Member(s, choices[s]["checkpoint"], choices[s]["stddev"], choices[s]["threshold"])
+        Cell(f"K={k}", tuple(Member(s, choices[s]["checkpoint"], choices[s]["stddev"], choices[s]["threshold"])
                                      for s in seeds[:k]), ctx.cfg.accurate_recycle)
         for k in ctx.cfg.num_generators if k > 1
     ]

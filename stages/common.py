@@ -59,7 +59,7 @@ def run_gafi_grid(stage: str, make_cells) -> dict | None:
             print(f"{stage}: nothing to run")
             return None
         best = run_grid(ctx, run, stage, cells, reports / f"{stage}.json")
-        print(f"{stage}: best {best['name']}, CAS {best['cas']:.2f}")
+        print(f"{stage}: best {best['cell']}, CAS {best['cas']:.2f}")
         return best
 
 

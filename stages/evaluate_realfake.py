@@ -10,21 +10,33 @@ for k in ``realfake.scales`` (plus real + synthetic). Each distinct training set
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from synthgap.data import load_processed
 from synthgap.data.formats import read_npz
 from synthgap.errors import run_main
 from synthgap.paths import atomic_write_json
-from synthgap.realfake.pipeline import set_path, table_rows, train_cell, training_sets
+from synthgap.errors import UserError
+from synthgap.grid import Job, run_jobs, summarise
+from synthgap.models import build_classifier, spec_for_data
+from synthgap.realfake import pipeline as realfake
+from synthgap.realfake.pipeline import set_path, table_rows, training_sets, trial_block
+from synthgap.stats import estimate
+from synthgap.stats import headline as headline_of
 from synthgap.realfake.report import scaling_figure
 from synthgap.runtime import resolve_device
-from synthgap.seeding import derive_seed
+from synthgap.seeding import derive_seed, trial_seed
 from synthgap.tables import write_table
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import to_device_tensors
 from stages.common import realfake_params
 
 STAGE = "evaluate_realfake"
+
+
+def score(job, result) -> dict:
+    scores = {k.removeprefix("test_"): v for k, v in result.final.items() if not k.endswith("per_class")}
+    return {"accuracy": scores["top1"], **scores}
 
 
 def main() -> None:
@@ -36,35 +48,49 @@ def main() -> None:
         n = len(data.y_train)
         test = to_device_tensors(data.x_test, data.y_test, device)
 
-        def part_arrays(part):
+        def part_arrays(part, trial):
             if part[0] == "real":
                 return data.x_train, data.y_train
             _, variant, mode, copies = part
             arrays = read_npz(set_path(workspace, variant, mode), ("x_train", "y_train"))
-            return arrays["x_train"][: n * copies], arrays["y_train"][: n * copies]
+            block = trial_block(cfg, variant, mode, n, trial, copies)
+            if block.stop > len(arrays["y_train"]):
+                raise UserError(f"{set_path(workspace, variant, mode)} holds too few images for {params.trials} trials",
+                                "rerun `dvc repro synthesize_realfake` with the current trials")
+            return arrays["x_train"][block], arrays["y_train"][block]
 
-        accuracy = {}
+        jobs = []
         for name, parts in training_sets(cfg).items():
-            xs, ys = zip(*(part_arrays(p) for p in parts))
-            x, y = to_device_tensors(np.concatenate(xs), np.concatenate(ys), device)
-            cell = {"training_set": name, "n_train": len(y), "n_real": n if ("real",) in parts else 0}
-            with run.child(name, cell) as child:
-                _, result = train_cell(cfg.classifier, x, y, data.num_classes, seed=derive_seed(params.seed, name),
-                                       device=device, evals={"test": test}, desc=f"{STAGE} {name}")
-                scores = {k.removeprefix("test_"): v for k, v in result.final.items() if not k.endswith("per_class")}
-                child.log_metrics({"accuracy": scores["top1"], **scores})
-            accuracy[name] = scores
-            print(f"{STAGE}: {name} ({len(y)} images): top-1 {scores['top1']:.2f}")
+            for trial in range(params.trials):
+                seed = trial_seed(params.seed, trial)
+                xs, ys = zip(*(part_arrays(p, trial) for p in parts))
+                x, y = np.concatenate(xs), np.concatenate(ys)
+                torch.manual_seed(derive_seed(seed, "init"))
+                model = build_classifier(spec_for_data(cfg.classifier.model, x, data.num_classes, "realfake"))
+                cell = {"training_set": name, "n_train": len(y), "n_real": n if ("real",) in parts else 0}
+                jobs.append(Job(name, cell, trial, seed, model, to_device_tensors(x, y, device), len(y), cfg.classifier.train))
+        rows = run_jobs(run, STAGE, jobs, score, device=device, evals={"test": test})
+        accuracy = {row["cell"]: row for row in summarise(rows, ("top1", "top5"))}
+        for name, row in accuracy.items():
+            print(f"{STAGE}: {name} ({row['n_train']} images): top-1 {estimate(row['top1_trials']).text(2)}")
         reports = workspace / "reports" / "realfake"
         tables = table_rows(cfg, accuracy)
-        titles = {"table1": "Table 1: synthetic-only and real + synthetic accuracy (top-1 %)",
-                  "table2": "Table 2: ablation (top-1 %)", "table3": "Table 3: scaling the synthetic set (top-1 %)"}
+        over = f"top-1 %, mean ± 95 % interval over {params.trials} trials"
+        titles = {"table1": f"Table 1: synthetic-only and real + synthetic accuracy ({over})",
+                  "table2": f"Table 2: ablation ({over})", "table3": f"Table 3: scaling the synthetic set ({over})"}
         for key, rows in tables.items():
             write_table(rows, reports / key, titles[key])
-        scaling_figure(tables["table3"], accuracy["real"]["top1"], reports / "scaling.png")
-        atomic_write_json(reports / f"{STAGE}.json", {"accuracy": accuracy, **tables})
+        scaling_figure(cfg, accuracy, reports / "scaling.png")
+        comparisons = realfake.comparisons(cfg, accuracy)
+        headline = {"realfake_real_top1": headline_of(accuracy["real"]["top1_trials"]),
+                    "realfake_synthetic_top1": headline_of(accuracy["full_img2img"]["top1_trials"]),
+                    "realfake_real_plus_synthetic_top1": headline_of(accuracy["real_plus_full_img2img"]["top1_trials"])}
+        atomic_write_json(reports / f"{STAGE}.json", {"accuracy": accuracy, "trials": rows, **tables})
+        atomic_write_json(reports / "summary.json", {"headline": headline, "comparisons": comparisons})
+        write_table([{k: c[k] for k in ("name", "diff_mean", "ci95", "trials", "verdict")} for c in comparisons],
+                    reports / "comparisons", "Real-Fake: paired comparisons (top-1 points, 95 % interval over trials)")
         run.log_metrics({f"{name}_top1": acc["top1"] for name, acc in accuracy.items()})
-        for key in tables:
+        for key in (*tables, "comparisons"):
             run.log_artifact(reports / f"{key}.md")
         run.log_artifact(reports / "scaling.png")
 

@@ -94,6 +94,37 @@ def collect_pipeline_results(workspace: Path, base_sizes, uri: str) -> tuple[pd.
 REQUIRED_COLUMNS = ("setting", "n_base", "n_real_added", "n_syn_added", "trial", "accuracy")
 
 
+def summary_of(frame: pd.DataFrame, fits: dict) -> dict:
+    """Headline numbers and paired comparisons (same trial seeds on both sides) for reports/summary.json:
+    for each base size, synthetic additions against as many real ones, and against the base alone."""
+    from synthgap.stats import compare, headline
+
+    def trials(setting: str, n_base: int, real: int, syn: int) -> list[float] | None:
+        cell = frame[(frame.setting == setting) & (frame.n_base == n_base) & (frame.n_real_added == real) & (frame.n_syn_added == syn)]
+        return None if cell.empty else cell.sort_values("trial").accuracy.astype(float).tolist()
+
+    head, comparisons = {}, []
+    for setting, fit in fits.items():
+        head[f"equivalence_{setting}_c1"] = {"mean": round(fit.c1, 6), "ci95": list(fit.c1_ci) if fit.c1_ci else None,
+                                             "trials": int(frame.trial.nunique())}
+        head[f"equivalence_{setting}_c2"] = {"mean": round(fit.c2, 6), "ci95": list(fit.c2_ci) if fit.c2_ci else None,
+                                             "trials": int(frame.trial.nunique())}
+    for n_base in sorted(frame.n_base.unique()):
+        base = trials("real", n_base, 0, 0)
+        if base is not None:
+            head[f"equivalence_base{n_base}_top1"] = headline(base)
+        for setting in sorted(set(frame.setting) - {"real"}):
+            for syn in sorted(frame[(frame.setting == setting) & (frame.n_base == n_base)].n_syn_added.unique()):
+                ours, real = trials(setting, n_base, 0, syn), trials("real", n_base, syn, 0)
+                if real is not None:
+                    comparisons.append(compare(f"{setting}_vs_real_n{n_base}_plus{syn}", "equivalence", ours, real,
+                                               n_base=int(n_base), added=int(syn)))
+                if base is not None and syn == min(frame[(frame.setting == setting) & (frame.n_base == n_base)].n_syn_added):
+                    comparisons.append(compare(f"{setting}_plus{syn}_vs_base_n{n_base}", "equivalence", ours, base,
+                                               n_base=int(n_base), added=int(syn)))
+    return {"headline": head, "comparisons": comparisons}
+
+
 def pipeline_main() -> None:
     from synthgap.config import load_stage_params
     from synthgap.data import load_processed
@@ -114,8 +145,12 @@ def pipeline_main() -> None:
         for setting, fit in fits.items():
             run.log_metrics({f"{setting}_c1": fit.c1, f"{setting}_c2": fit.c2, f"{setting}_r2": fit.r2, f"{setting}_tuples": len(fit.tuples)})
             print(f"{setting}: {formula(fit)} (R² {fit.r2:.3f}, {len(fit.tuples)} tuples)")
+        summary = summary_of(frame, fits)
+        atomic_write_json(out / "summary.json", summary)
+        for c in summary["comparisons"]:
+            print(f"{c['name']}: {c['verdict']} ({c['diff_mean']:+.2f}, 95 % CI {c['ci95']})")
         run.set_tags({"results_source": ",".join(f"{b}:{s}" for b, s in sources.items())})
-        for name in ("equivalence.json", "equivalence.md", "results.csv", "accuracy_curves.png"):
+        for name in ("equivalence.json", "equivalence.md", "results.csv", "summary.json", "accuracy_curves.png"):
             run.log_artifact(out / name)
 
 

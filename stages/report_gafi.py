@@ -1,4 +1,6 @@
-"""Stage report_gafi: Tables 1-4 (CSV + Markdown) and Figures 2-3 under reports/gafi/, from the stages' outputs."""
+"""Stage report_gafi: Tables 1-4 (CSV + Markdown) and Figures 2-3 under reports/gafi/, from the stages' outputs,
+with every cell a mean and 95 % interval over trials, and the paper's comparisons as paired differences with a verdict
+(``reports/gafi/comparisons.md``; headline numbers and comparisons in ``reports/gafi/summary.json``)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import json
 
 from synthgap.errors import UserError, run_main
 from synthgap.gafi import report
-from synthgap.paths import atomic_write_csv
+from synthgap.paths import atomic_write_csv, atomic_write_json
+from synthgap.stats import headline as headline_of
 from synthgap.tables import markdown, write_table
 from synthgap.tracking import StageRun
 from stages.common import gafi_params
@@ -25,30 +28,41 @@ def main() -> None:
     gafi, reports = params.section, workspace / "reports" / "gafi"
     with StageRun(params, experiment="gafi") as run:
         dataset = json.loads((workspace / "data" / "processed" / "info.json").read_text())["name"]
-        real = read(workspace / "reports" / "metrics" / "train_reference.json")["test_top1"]
+        real = read(workspace / "reports" / "train_reference" / "trials.json")["summary"][0]["test_top1_trials"]
         baseline = read(reports / "cas_baseline.json")["best"]
         final = read(reports / "cas_final.json")["best"]
         multi = read(reports / "cas_multi.json")["rows"]
+        grids = {name: read(reports / f"{name}.json")["rows"] for name in ("ablate_filtering", "ablate_recycle", "ablate_stddev")}
         tables = {
-            "table1": report.table1(dataset, baseline, read(reports / "ablate_filtering.json")["rows"]),
-            "table2": report.table2(dataset, baseline, read(reports / "ablate_recycle.json")["rows"]),
+            "table1": report.table1(dataset, baseline, grids["ablate_filtering"]),
+            "table2": report.table2(dataset, baseline, grids["ablate_recycle"]),
             "table3": report.table3(dataset, final),
             "table4": report.table4(dataset, real, baseline, final, multi),
         }
         for name, rows in tables.items():
-            for path in write_table(rows, reports / name, f"GaFi {name.replace('table', 'Table ')} (CAS, %)"):
+            title = f"GaFi {name.replace('table', 'Table ')} (CAS, %: mean ± 95 % interval over {params.trials} trials)"
+            for path in write_table(rows, reports / name, title):
                 run.log_artifact(path, "tables")
-        fig2 = report.figure2(read(reports / "ablate_stddev.json")["rows"], reports / "figure2.png", dataset)
+        fig2 = report.figure2(grids["ablate_stddev"], reports / "figure2.png", dataset)
         per_seed = {s: read(reports / "select_checkpoint" / f"seed_{s}.json")["rows"] for s in gafi.generator_seeds}
         fig3 = report.figure3(per_seed, reports / "figure3.png", dataset)
         atomic_write_csv(reports / "figure2.csv", fig2)
         atomic_write_csv(reports / "figure3.csv", fig3)
         for name in ("figure2.png", "figure3.png"):
             run.log_artifact(reports / name, "figures")
-        gafi_best = max([final["cas"]] + [r["cas"] for r in multi])
-        run.log_metrics({"real_top1": real, "baseline_cas": baseline["cas"], "gafi_cas_k1": final["cas"],
-                         "gafi_cas_best": gafi_best, "gap_baseline": real - baseline["cas"], "gap_gafi": real - gafi_best})
+        comparisons = report.comparisons(real, baseline, final, multi, grids["ablate_filtering"],
+                                         grids["ablate_recycle"], grids["ablate_stddev"])
+        headline = {"real_top1": headline_of(real), "baseline_cas": headline_of(baseline["cas_trials"]),
+                    "gafi_cas": headline_of(final["cas_trials"]),
+                    **{f"gafi_cas_k{r['num_generators']}": headline_of(r["cas_trials"]) for r in multi}}
+        atomic_write_json(reports / "summary.json", {"headline": headline, "comparisons": comparisons})
+        write_table([{k: c[k] for k in ("name", "diff_mean", "ci95", "trials", "verdict")} for c in comparisons],
+                    reports / "comparisons", "GaFi: paired comparisons (CAS points, 95 % interval over trials)")
+        run.log_artifact(reports / "summary.json")
+        run.log_metrics({name: value["mean"] for name, value in headline.items()})
         print(markdown(tables["table4"], "GaFi Table 4 (CAS, %)"))
+        for c in comparisons:
+            print(f"{c['name']}: {c['verdict']} ({c['diff_mean']:+.2f}, 95 % CI {c['ci95']})")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ def main() -> None:
     with StageRun(params, experiment="gafi") as run:
         ctx = GafiContext(params, workspace, resolve_device(params.device))
         recycle = ctx.cfg.search.fast_recycle
-        cells = [Cell(f"{params.stage}/checkpoint={e}", (Member(gseed, e, 1.0, 0.0),), recycle) for e in ctx.checkpoints(gseed)]
-        best = run_grid(ctx, run, STAGE, cells, workspace / "reports" / "gafi" / STAGE / f"seed_{gseed}.json")
+        cells = [Cell(f"checkpoint={e}", (Member(gseed, e, 1.0, 0.0),), recycle) for e in ctx.checkpoints(gseed)]
+        best = run_grid(ctx, run, params.stage, cells, workspace / "reports" / "gafi" / STAGE / f"seed_{gseed}.json")
         print(f"{params.stage}: best checkpoint {best['checkpoint']} (score {best['score']:.2f}, CAS {best['cas']:.2f})")
 
 

@@ -2,8 +2,8 @@
 
 For every variant of ``realfake.ablation`` (``base``: no adapter) and both modes, ``img2img`` (latent prior:
 from each real training image) and ``txt2img``, one image per training image with that image's prompt and
-guidance token; the ``full`` img2img set has ``max(realfake.scales)`` copies (copy c of image i has its own
-seed), so Table 3's x k is its first k copies. Writes ``data/synthetic/synthesize_realfake/<variant>_<mode>.npz``
+guidance token, once per trial; the ``full`` img2img set has ``max(realfake.scales)`` copies per trial (copy c of
+image i has its own seed), so Table 3's x k is the first k copies of a trial's block (:func:`trial_block`). Writes ``data/synthetic/synthesize_realfake/<variant>_<mode>.npz``
 (``x_train``, ``y_train``, ``seeds``, ``source_index``) and a preview per set.
 """
 
@@ -20,7 +20,7 @@ from synthgap.paths import repo_root
 from synthgap.plots import class_columns, sample_grid
 from synthgap.realfake.finetune import load_adapter
 from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
-from synthgap.realfake.pipeline import adapter_path, load_model, prompts_for, set_path, synthesis_spec
+from synthgap.realfake.pipeline import adapter_path, copies_per_trial, load_model, prompts_for, set_path, synthesis_spec
 from synthgap.realfake.synthesis import synthesize
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
@@ -50,7 +50,7 @@ def main() -> None:
                 projection, settings = load_adapter(adapter_path(workspace, variant), model, device)
             tokens = guidance_embeddings(embeddings, y, settings["guidance"])
             for mode in ("img2img", "txt2img"):
-                copies = max(cfg.scales) if (variant, mode) == ("full", "img2img") else 1
+                copies = params.trials * copies_per_trial(cfg, variant, mode)
                 source = np.tile(np.arange(n), copies)
                 seeds = image_seeds(params.seed, torch.arange(n * copies), STAGE, variant, mode).tolist()
                 images = synthesize(

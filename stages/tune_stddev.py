@@ -23,10 +23,10 @@ def main() -> None:
         checkpoint = read_choice(reports / "select_checkpoint" / f"seed_{gseed}.json")["checkpoint"]
         ctx = GafiContext(params, workspace, resolve_device(params.device))
         cells = [
-            Cell(f"{params.stage}/stddev={s}", (Member(gseed, checkpoint, s, 0.0),), ctx.cfg.search.fast_recycle)
+            Cell(f"stddev={s}", (Member(gseed, checkpoint, s, 0.0),), ctx.cfg.search.fast_recycle)
             for s in ctx.cfg.search.stddevs
         ]
-        best = run_grid(ctx, run, STAGE, cells, reports / STAGE / f"seed_{gseed}.json")
+        best = run_grid(ctx, run, params.stage, cells, reports / STAGE / f"seed_{gseed}.json")
         print(f"{params.stage}: best stddev {best['stddev']} (score {best['score']:.2f}, CAS {best['cas']:.2f})")
 
 

@@ -23,11 +23,11 @@ def main() -> None:
         choice = read_choice(reports / "tune_stddev" / f"seed_{gseed}.json")
         ctx = GafiContext(params, workspace, resolve_device(params.device))
         cells = [
-            Cell(f"{params.stage}/threshold={t}", (Member(gseed, choice["checkpoint"], choice["stddev"], t),),
+            Cell(f"threshold={t}", (Member(gseed, choice["checkpoint"], choice["stddev"], t),),
                  ctx.cfg.search.fast_recycle)
             for t in ctx.cfg.search.thresholds
         ]
-        best = run_grid(ctx, run, STAGE, cells, reports / STAGE / f"seed_{gseed}.json")
+        best = run_grid(ctx, run, params.stage, cells, reports / STAGE / f"seed_{gseed}.json")
         print(f"{params.stage}: best threshold {best['threshold']} (score {best['score']:.2f}, CAS {best['cas']:.2f})")
 
 

@@ -31,3 +31,14 @@ def torch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gene
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen
+
+
+def trial_seed(run_seed: int, trial: int) -> int:
+    """The seed of trial ``trial``: the one seed rule of every result-producing stage.
+
+    It depends on the run seed and the trial index only, not on the cell, so the two sides of a paired
+    comparison (filtered vs unfiltered, GaFi vs Baseline, real vs synthetic additions) share classifier
+    initialisation, data order and augmentation in each trial; everything random inside a cell derives from
+    it with a purpose key (``derive_seed(trial_seed, "init")``, ``"epoch"``, ``"recycle"``, ...).
+    """
+    return derive_seed(run_seed, "trial", trial)

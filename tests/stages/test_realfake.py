@@ -57,8 +57,10 @@ def test_stages_write_tables_privacy_reports_and_adapters(realfake):
     import numpy as np
 
     with np.load(realfake / "data" / "synthetic" / "synthesize_realfake" / "full_img2img.npz") as pool:
-        assert len(pool["y_train"]) == 2 * 1247 and pool["x_train"].shape[1:] == (8, 8, 1)
-        assert (pool["source_index"][:1247] == np.arange(1247)).all()
+        # 2 trials x 2 copies (the largest scale), each trial with its own seeds
+        assert len(pool["y_train"]) == 2 * 2 * 1247 and pool["x_train"].shape[1:] == (8, 8, 1)
+        assert (pool["source_index"] == np.tile(np.arange(1247), 4)).all()
+        assert len(np.unique(pool["seeds"])) == 4 * 1247
     for stage in STAGES[2:]:
         assert len(json.loads((realfake / "reports" / "metrics" / f"{stage}.json").read_text())["mlflow_run_id"]) == 32
 
@@ -71,6 +73,8 @@ def test_evaluate_cells_are_mlflow_child_runs_with_their_params(realfake):
     experiment = client.get_run(parent).info.experiment_id
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
     names = {r.data.params["training_set"] for r in children}
+    assert sorted((r.data.params["training_set"], r.data.params["trial"]) for r in children) == sorted(
+        (name, str(t)) for name in names for t in (0, 1))  # one child per training set and trial
     assert names == {"real", "real_plus_full_img2img", "base_img2img", "base_txt2img", "full_img2img",
                      "full_txt2img", "full_img2img_x2"}
     assert all("accuracy" in r.data.metrics for r in children)
@@ -90,3 +94,17 @@ def test_a_stable_diffusion_folder_missing_a_component_is_named(realfake, tmp_pa
         (realfake / "params.yaml").write_text(original)
         shutil.rmtree(broken.parent)
     assert snapshot(realfake) == before
+
+
+def test_evaluate_writes_paired_comparisons_with_verdicts(realfake):
+    summary = json.loads((realfake / "reports" / "realfake" / "summary.json").read_text())
+    assert set(summary["headline"]) == {"realfake_real_top1", "realfake_synthetic_top1", "realfake_real_plus_synthetic_top1"}
+    assert all(h["trials"] == 2 and len(h["ci95"]) == 2 for h in summary["headline"].values())
+    names = [c["name"] for c in summary["comparisons"]]
+    assert "realfake_synthetic_vs_real" in names and "realfake_full_vs_base_img2img" in names
+    assert "realfake_scale_x2_vs_x1" in names
+    for c in summary["comparisons"]:
+        lo, hi = c["ci95"]
+        assert lo <= c["diff_mean"] <= hi and c["verdict"] == ("better" if lo > 0 else "worse" if hi < 0 else "no_difference")
+    table = (realfake / "reports" / "realfake" / "table1.md").read_text()
+    assert "±" in table and "2 trials" in table

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import REPO
 
 TINY = """seed: 0
+trials: 2
 device: cpu
 data:
   name: {name}

@@ -37,15 +37,16 @@ def contour(fit: SettingFit, n_base: int, path: Path, title: str) -> None:
 
 
 def accuracy_curves(frame: pd.DataFrame, fits: dict[str, SettingFit], path: Path, title: str) -> None:
-    """Measured accuracy against the amount added (as a multiple of n_base), one panel per base size."""
+    """Measured accuracy against the amount added (as a multiple of n_base), one panel per base size; error
+    bars are 95 % intervals over trials (none with one trial)."""
     bases = sorted({b for fit in fits.values() for b in fit.models})
     fig, axes = plt.subplots(1, len(bases), figsize=(4.2 * len(bases), 3.4), squeeze=False)
     for ax, n_base in zip(axes[0], bases):
-        real = frame[(frame["setting"] == "real") & (frame["n_base"] == n_base)].groupby("n_real_added")["accuracy"].mean()
-        ax.plot(real.index / n_base, real.values, "ko-", label="real")
+        real = _means(frame[(frame["setting"] == "real") & (frame["n_base"] == n_base)], "n_real_added")
+        ax.errorbar(real.index / n_base, real["mean"], yerr=real["half"], fmt="ko-", capsize=3, label="real")
         for setting, fit in fits.items():
-            rows = frame[(frame["setting"] == setting) & (frame["n_base"] == n_base)].groupby("n_syn_added")["accuracy"].mean()
-            line = ax.plot(rows.index / n_base, rows.values, "o", label=setting)[0]
+            rows = _means(frame[(frame["setting"] == setting) & (frame["n_base"] == n_base)], "n_syn_added")
+            line = ax.errorbar(rows.index / n_base, rows["mean"], yerr=rows["half"], fmt="o", capsize=3, label=setting)[0]
             if n_base in fit.models:
                 xs = np.linspace(0, max(rows.index.max(), real.index.max()) / n_base, 100)
                 ax.plot(xs, fit.models[n_base](n_base, xs * n_base), "-", color=line.get_color(), alpha=0.6)
@@ -54,6 +55,16 @@ def accuracy_curves(frame: pd.DataFrame, fits: dict[str, SettingFit], path: Path
         ax.legend(fontsize=7)
     fig.suptitle(title, y=1.03)
     save_figure(fig, path)
+
+
+def _means(rows: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Mean accuracy and the half-width of its 95 % interval over trials, per amount added."""
+    from synthgap.stats import estimate
+
+    out = {k: estimate(g.sort_values("trial")["accuracy"].tolist() if "trial" in g else g["accuracy"].tolist())
+           for k, g in rows.groupby(by)}
+    return pd.DataFrame({"mean": [e.mean for e in out.values()], "half": [e.half_width or 0.0 for e in out.values()]},
+                        index=pd.Index(list(out), name=by))
 
 
 def improvement_ratio(frame: pd.DataFrame) -> pd.DataFrame:

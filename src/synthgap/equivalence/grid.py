@@ -1,8 +1,8 @@
 """The augmentation grid: which cells to train, and the training set of each cell.
 
-A cell is (setting, n_base, n_real_added, n_syn_added, trial). ``real`` cells add real training images
-outside the base subset in class proportion (nested across ratios for one trial); ``closed`` and ``open`` cells
-add class-balanced synthetic images (a balanced prefix of the pool). Mixing is plain concatenation with a
+A cell is (setting, n_base, n_real_added, n_syn_added), trained once per trial. ``real`` cells add real
+training images outside the base subset in class proportion; ``closed`` and ``open`` cells add class-balanced
+synthetic images from the pool; both are redrawn per trial and nested across ratios within a trial. Mixing is plain concatenation with a
 uniform shuffle (done by the training loop). Real ratios that need more images than the training split has
 are skipped and reported.
 """
@@ -23,31 +23,28 @@ class Cell:
     n_base: int
     n_real_added: int
     n_syn_added: int
-    trial: int
 
     @property
     def name(self) -> str:
         added = self.n_real_added if self.setting == "real" else self.n_syn_added
-        return f"augment@{self.n_base}/{self.setting}+{added}/trial{self.trial}"
+        return f"{self.setting}+{added}"
 
     def params(self) -> dict:
         return asdict(self)
 
 
-def grid_cells(n_base: int, n_train: int, real_ratios, syn_ratios, trials: int, settings: tuple[str, ...]) -> tuple[list[Cell], list[float]]:
-    """All cells of one base size, and the real ratios skipped because the training split is too small."""
-    cells, skipped = [], []
-    for trial in range(trials):
-        cells.append(Cell("real", n_base, 0, 0, trial))
-        for ratio in real_ratios:
-            added = round(ratio * n_base)
-            if n_base + added > n_train:
-                if trial == 0:
-                    skipped.append(ratio)
-                continue
-            cells.append(Cell("real", n_base, added, 0, trial))
-        for setting in settings:
-            cells += [Cell(setting, n_base, 0, round(ratio * n_base), trial) for ratio in syn_ratios]
+def grid_cells(n_base: int, n_train: int, real_ratios, syn_ratios, settings: tuple[str, ...]) -> tuple[list[Cell], list[float]]:
+    """All cells of one base size (each trained ``trials`` times), and the real ratios skipped because the
+    training split is too small."""
+    cells, skipped = [Cell("real", n_base, 0, 0)], []
+    for ratio in real_ratios:
+        added = round(ratio * n_base)
+        if n_base + added > n_train:
+            skipped.append(ratio)
+            continue
+        cells.append(Cell("real", n_base, added, 0))
+    for setting in settings:
+        cells += [Cell(setting, n_base, 0, round(ratio * n_base)) for ratio in syn_ratios]
     return cells, skipped
 
 
@@ -72,16 +69,19 @@ def balanced_prefix(labels: np.ndarray, count: int, num_classes: int) -> np.ndar
 
 
 def cell_training_set(cell: Cell, x_train, y_train, base_idx, pools: dict, num_classes: int, seed: int):
-    """uint8 NHWC images and labels of one cell: base + real or synthetic additions."""
+    """uint8 NHWC images and labels of one cell in the trial with seed ``seed``: base + real or synthetic
+    additions. Both kinds of additions are redrawn per trial and nested across ratios within a trial (the
+    real ones class-proportional from outside the base, the synthetic ones class-balanced from the pool)."""
     xs, ys = [x_train[base_idx]], [y_train[base_idx]]
     if cell.n_real_added:
         rest = np.setdiff1d(np.arange(len(y_train)), base_idx)
-        pick = rest[proportional_subset(y_train[rest], cell.n_real_added, derive_seed(seed, "real", cell.n_base, cell.trial))]
+        pick = rest[proportional_subset(y_train[rest], cell.n_real_added, derive_seed(seed, "real", cell.n_base))]
         xs.append(x_train[pick])
         ys.append(y_train[pick])
     if cell.n_syn_added:
         pool_x, pool_y = pools[cell.setting]
-        pick = balanced_prefix(pool_y, cell.n_syn_added, num_classes)
+        order = np.random.default_rng(derive_seed(seed, "synthetic", cell.setting, cell.n_base)).permutation(len(pool_y))
+        pick = order[balanced_prefix(pool_y[order], cell.n_syn_added, num_classes)]
         xs.append(pool_x[pick])
         ys.append(pool_y[pick])
     return np.concatenate(xs), np.concatenate(ys)

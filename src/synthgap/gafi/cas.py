@@ -23,7 +23,7 @@ from synthgap.gafi.sampling import balanced_counts, split_quota
 from synthgap.models import build_classifier, spec_for_data
 from synthgap.models.biggan import Generator
 from synthgap.seeding import derive_seed
-from synthgap.train.classifier import TrainResult, train_classifier
+from synthgap.train.classifier import TrainResult
 
 
 @dataclass(frozen=True)
@@ -56,48 +56,42 @@ def synthetic_set(
     return torch.cat(xs), torch.cat(ys), stats
 
 
-@dataclass
-class CasResult:
-    train: TrainResult
-    filter_stats: dict
-    score: float  # what the search maximises
-    cas: float  # the reported CAS (test top-1, percent)
-
-
-def run_cas(
+def cas_source(
     choices: list[GeneratorChoice],
     filter_classifier: torch.nn.Module | None,
-    cfg: ClassifierConfig,
     *,
-    evals: dict[str, tuple[torch.Tensor, torch.Tensor]],
     num_classes: int,
     synthetic_size: int,
     recycle: int | None,
-    select_on: str,
     seed: int,
-    device: torch.device,
     max_rounds: int = 10,
     batch_size: int = 1024,
-    desc: str = "cas",
-) -> CasResult:
+) -> RecycledSet:
+    """The synthetic training set of one CAS run, regenerated every ``recycle`` epochs from ``seed``."""
     quota = balanced_counts(synthetic_size, num_classes)
-    source = RecycledSet(
+    return RecycledSet(
         lambda s: synthetic_set(choices, filter_classifier, quota, s, max_rounds=max_rounds, batch_size=batch_size),
         recycle,
         seed,
     )
+
+
+def cas_model(cfg: ClassifierConfig, source: RecycledSet, num_classes: int, seed: int) -> torch.nn.Module:
+    """A fresh CAS classifier, normalised with the statistics of the first synthetic set (never real data)."""
     first_x, _ = source(0)
-    images = as_numpy_images(first_x)  # the classifier normalises with synthetic statistics only
     torch.manual_seed(derive_seed(seed, "cas", "init"))
-    model = build_classifier(spec_for_data(cfg.model, images, num_classes, "synthetic"))
-    result = train_classifier(model, source, cfg.train, seed=seed, device=device, evals=evals,
-                              eval_every_epoch=select_on == "test", desc=desc)
+    return build_classifier(spec_for_data(cfg.model, as_numpy_images(first_x), num_classes, "synthetic"))
+
+
+def cas_scores(result: TrainResult, select_on: str) -> tuple[float, float]:
+    """(score the search maximises, reported CAS), test top-1 in percent.
+
+    ``val``: the final validation accuracy scores, the final test accuracy is reported; ``test`` (the original
+    code): the best test accuracy over epochs is both."""
     if select_on == "test":
         best = max(r["test_top1"] for r in result.history)
-        score = cas = best
-    else:
-        score, cas = result.final["val_top1"], result.final["test_top1"]
-    return CasResult(result, source.stats(), float(score), float(cas))
+        return float(best), float(best)
+    return float(result.final["val_top1"]), float(result.final["test_top1"])
 
 
 def as_numpy_images(x: torch.Tensor) -> np.ndarray:

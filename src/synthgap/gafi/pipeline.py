@@ -1,8 +1,8 @@
 """What the GaFi stages share: the grid cell, the loaded context, and running one cell as a child run.
 
 A :class:`Cell` is one CAS configuration: K members (generator seed, checkpoint epoch, stddev, threshold),
-a recycle period and a name. :meth:`GafiContext.run_cell` trains its CAS classifier and returns the row that
-the stage writes to its JSON output and logs to a nested MLflow run.
+a recycle period and a name. :func:`run_grid` trains every cell's CAS classifier once per trial through the one grid runner
+(:mod:`synthgap.grid`) and writes one row per cell (mean, 95 % interval, per-trial values).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from pathlib import Path
 from synthgap.config import GafiConfig
 from synthgap.data import ProcessedData, load_processed
 from synthgap.errors import UserError
-from synthgap.gafi.cas import GeneratorChoice, run_cas
+from synthgap.gafi.cas import GeneratorChoice, cas_model, cas_scores, cas_source
+from synthgap.grid import Job, run_jobs, summarise
 from synthgap.models import check_compatible, load_classifier
 from synthgap.models.biggan import Generator
 from synthgap.paths import atomic_write_json
-from synthgap.seeding import derive_seed
+from synthgap.seeding import trial_seed
 from synthgap.train.classifier import to_device_tensors
 from synthgap.train.gan import checkpoint_path, list_checkpoints, load_generator
 
@@ -73,6 +74,7 @@ class GafiContext:
     def __init__(self, params, workspace: Path, device):
         self.cfg: GafiConfig = params.section
         self.seed = params.seed
+        self.trials = params.trials
         self.workspace = workspace
         self.device = device
         self.data: ProcessedData = load_processed(workspace / "data" / "processed")
@@ -124,34 +126,44 @@ class GafiContext:
             self._generators[key] = generator
         return self._generators[key]
 
-    def run_cell(self, run, cell: Cell, recycle_stage: str) -> dict:
-        """Train one CAS classifier for ``cell`` under a nested MLflow run; return its row."""
-        choices = [GeneratorChoice(self.generator(m.generator_seed, m.checkpoint), m.stddev, m.threshold)
-                   for m in cell.members]
-        cell_seed = derive_seed(self.seed, recycle_stage, cell.name)
-        with run.child(cell.name, cell.params()) as child:
-            result = run_cas(
-                choices, self.filter, self.cfg.cas, evals=self.evals, num_classes=self.data.num_classes,
-                synthetic_size=self.synthetic_size, recycle=cell.recycle, select_on=self.cfg.select_on,
-                seed=cell_seed, device=self.device, max_rounds=self.cfg.filter_rounds,
-                batch_size=self.cfg.filter_batch_size, desc=cell.name,
-            )
-            metrics = {"score": result.score, "cas": result.cas, **result.filter_stats,
-                       **{k: v for k, v in result.train.final.items() if not k.endswith("per_class")}}
-            child.log_metrics(metrics)
-        return {"name": cell.name, **cell.params(), "members": [asdict(m) for m in cell.members], **metrics}
+    def jobs(self, cells: list[Cell]) -> list[Job]:
+        """One CAS job per (cell, trial); trial i of every cell uses the seed ``trial_seed(run seed, i)``."""
+        jobs = []
+        for cell in cells:
+            choices = [GeneratorChoice(self.generator(m.generator_seed, m.checkpoint), m.stddev, m.threshold)
+                       for m in cell.members]
+            for trial in range(self.trials):
+                seed = trial_seed(self.seed, trial)
+                source = cas_source(choices, self.filter, num_classes=self.data.num_classes,
+                                    synthetic_size=self.synthetic_size, recycle=cell.recycle, seed=seed,
+                                    max_rounds=self.cfg.filter_rounds, batch_size=self.cfg.filter_batch_size)
+                model = cas_model(self.cfg.cas, source, self.data.num_classes, seed)
+                jobs.append(Job(cell.name, {**cell.params(), "members": [asdict(m) for m in cell.members]}, trial, seed,
+                                model, source, self.synthetic_size, self.cfg.cas.train))
+        return jobs
+
+    def score(self, job: Job, result) -> dict:
+        score, cas = cas_scores(result, self.cfg.select_on)
+        finals = {k: v for k, v in result.final.items() if not k.endswith("per_class")}
+        return {"score": score, "cas": cas, **job.train_set.stats(), **finals}
+
+
+METRICS = ("score", "cas", "val_top1", "test_top1")
 
 
 def best_row(rows: list[dict]) -> dict:
-    """Highest score; ties go to the earlier row (grids are listed in the paper's order)."""
+    """Highest mean score over trials; ties go to the earlier row (grids are listed in the paper's order)."""
     return max(rows, key=lambda row: (row["score"], -rows.index(row)))
 
 
 def run_grid(ctx: GafiContext, run, stage: str, cells: list[Cell], out: Path, **extra) -> dict:
-    """Run every cell of a grid as a child run, write ``out`` (rows + best) and log the best on the parent."""
-    rows = [ctx.run_cell(run, cell, stage) for cell in cells]
+    """Train every cell over ``trials`` (child run per cell and trial), write ``out`` (one row per cell with
+    means, 95 % intervals and per-trial values; the best cell by mean score) and log the best on the parent."""
+    trials = run_jobs(run, stage, ctx.jobs(cells), ctx.score, device=ctx.device, evals=ctx.evals,
+                      eval_every_epoch=ctx.cfg.select_on == "test")
+    rows = summarise(trials, METRICS)
     best = best_row(rows)
-    write_grid(out, rows, best, select_on=ctx.cfg.select_on, **extra)
+    write_grid(out, rows, best, select_on=ctx.cfg.select_on, trials=trials, **extra)
     run.log_metrics({"best_score": best["score"], "best_cas": best["cas"], "cells": len(rows)})
     run.log_artifact(out)
     return best

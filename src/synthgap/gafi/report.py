@@ -1,7 +1,8 @@
 """GaFi's tables and figures in the paper's layout, built from the stages' JSON outputs.
 
 Rows are the datasets run (one per pipeline run); values are CAS in percent (test top-1 of the classifier
-trained on synthetic data only). Table 4 holds Real Data (train_reference), Baseline (cas_baseline) and
+trained on synthetic data only) as mean ± half-width of the 95 % interval over trials; figures show the
+intervals as error bars. :func:`comparisons` pairs the cells the paper compares, trial by trial. Table 4 holds Real Data (train_reference), Baseline (cas_baseline) and
 GaFi for each number of generators (cas_final for K = 1, cas_multi for K > 1).
 """
 
@@ -12,40 +13,75 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from synthgap.plots import save_figure
+from synthgap.stats import compare, estimate, of_row
+
+
+def cas(row: dict) -> str:
+    """A CAS cell: mean ± half-width of the 95 % interval over trials."""
+    return of_row(row, "cas").text(2)
 
 
 def table1(dataset: str, baseline: dict, filtering: list[dict]) -> list[dict]:
-    row = {"Dataset": dataset, "No Filtering": baseline["cas"]}
-    row.update({f"{r['threshold']:.1f}": r["cas"] for r in filtering})
+    row = {"Dataset": dataset, "No Filtering": cas(baseline)}
+    row.update({f"{r['threshold']:.1f}": cas(r) for r in filtering})
     return [row]
 
 
 def table2(dataset: str, baseline: dict, recycle: list[dict]) -> list[dict]:
-    row = {"Dataset": dataset, "No Recycle": baseline["cas"]}
-    row.update({f"N={r['recycle']}": r["cas"] for r in recycle})
+    row = {"Dataset": dataset, "No Recycle": cas(baseline)}
+    row.update({f"N={r['recycle']}": cas(r) for r in recycle})
     return [row]
 
 
 def table3(dataset: str, final: dict) -> list[dict]:
     return [{"Dataset": dataset, "Checkpoint": final["checkpoint"], "Standard Deviation": final["stddev"],
-             "Filtering Threshold": final["threshold"], "CAS": final["cas"]}]
+             "Filtering Threshold": final["threshold"], "CAS": cas(final)}]
 
 
-def table4(dataset: str, real: float, baseline: dict, final: dict, multi: list[dict]) -> list[dict]:
-    rows = [{"Method": "Real Data", "#Generators": "", dataset: real},
-            {"Method": "Baseline", "#Generators": "", dataset: baseline["cas"]},
-            {"Method": "GaFi", "#Generators": 1, dataset: final["cas"]}]
-    rows += [{"Method": "GaFi", "#Generators": r["num_generators"], dataset: r["cas"]} for r in multi]
+def table4(dataset: str, real: list[float], baseline: dict, final: dict, multi: list[dict]) -> list[dict]:
+    """Real Data, Baseline and GaFi per number of generators, with the gap to Real Data as in the paper."""
+    real_mean = estimate(real).mean
+
+    def row(method: str, k, values: list[float]) -> dict:
+        est = estimate(values)
+        return {"Method": method, "#Generators": k, dataset: est.text(2),
+                "Gap to Real Data": "" if method == "Real Data" else f"{real_mean - est.mean:.2f}"}
+
+    rows = [row("Real Data", "", real), row("Baseline", "", baseline["cas_trials"]), row("GaFi", 1, final["cas_trials"])]
+    rows += [row("GaFi", r["num_generators"], r["cas_trials"]) for r in multi]
     return rows
+
+
+def comparisons(real: list[float], baseline: dict, final: dict, multi: list[dict], filtering: list[dict],
+                recycle: list[dict], stddev: list[dict]) -> list[dict]:
+    """The paired comparisons the paper makes, each with its 95 % interval and verdict (CAS points)."""
+    out = [compare("gafi_vs_baseline", "gafi", final["cas_trials"], baseline["cas_trials"]),
+           compare("gafi_vs_real", "gafi", final["cas_trials"], real),
+           compare("baseline_vs_real", "gafi", baseline["cas_trials"], real)]
+    out += [compare(f"gafi_k{r['num_generators']}_vs_k1", "gafi", r["cas_trials"], final["cas_trials"]) for r in multi]
+    out += [compare(f"filter_threshold_{r['threshold']}_vs_none", "gafi", r["cas_trials"], baseline["cas_trials"]) for r in filtering]
+    out += [compare(f"recycle_n{r['recycle']}_vs_none", "gafi", r["cas_trials"], baseline["cas_trials"]) for r in recycle]
+    by_key = {(r["stddev"], r["threshold"] != "none"): r for r in stddev}
+    for (s, filtered), r in by_key.items():
+        tag = "filtered" if filtered else "unfiltered"
+        if s != 1.0 and (1.0, filtered) in by_key:
+            out.append(compare(f"stddev_{s}_vs_1.0_{tag}", "gafi", r["cas_trials"], by_key[(1.0, filtered)]["cas_trials"]))
+        if filtered and (s, False) in by_key:
+            out.append(compare(f"filtered_vs_unfiltered_stddev_{s}", "gafi", r["cas_trials"], by_key[(s, False)]["cas_trials"]))
+    chosen = final["stddev"]
+    if (chosen, True) in by_key and (chosen, False) in by_key:  # the headline: filtering at the stddev the search chose
+        out.append(compare("filtered_vs_unfiltered_chosen_stddev", "gafi", by_key[(chosen, True)]["cas_trials"],
+                           by_key[(chosen, False)]["cas_trials"], stddev=chosen))
+    return out
 
 
 def figure2(rows: list[dict], path: Path, dataset: str) -> list[dict]:
     """CAS against noise stddev, unfiltered and filtered (threshold 0.0); returns the plotted points."""
-    points = [{"stddev": r["stddev"], "filtered": r["threshold"] != "none", "cas": r["cas"]} for r in rows]
+    points = [{"stddev": r["stddev"], "filtered": r["threshold"] != "none", "cas": r["cas"], **_interval(r)} for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for filtered, style in ((False, "o--"), (True, "s-")):
-        pts = sorted((p["stddev"], p["cas"]) for p in points if p["filtered"] == filtered)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label="filtered (t = 0.0)" if filtered else "unfiltered")
+        pts = sorted((p for p in points if p["filtered"] == filtered), key=lambda p: p["stddev"])
+        _errorbar(ax, [p["stddev"] for p in pts], pts, style, "filtered (t = 0.0)" if filtered else "unfiltered")
     ax.set(xlabel="noise stddev (Expansion Trick)", ylabel="CAS (%)", title=f"Figure 2: {dataset}")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -58,11 +94,27 @@ def figure3(per_seed: dict[int, list[dict]], path: Path, dataset: str) -> list[d
     points = []
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for seed, rows in sorted(per_seed.items()):
-        pts = sorted((r["checkpoint"], r["cas"]) for r in rows)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"generator seed {seed}")
-        points += [{"generator_seed": seed, "checkpoint": e, "cas": c} for e, c in pts]
+        pts = [{"generator_seed": seed, "checkpoint": r["checkpoint"], "cas": r["cas"], **_interval(r)}
+               for r in sorted(rows, key=lambda r: r["checkpoint"])]
+        _errorbar(ax, [p["checkpoint"] for p in pts], pts, "o-", f"generator seed {seed}")
+        points += pts
     ax.set(xlabel="generator checkpoint (epoch)", ylabel="CAS (%)", title=f"Figure 3: {dataset}")
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
     return points
+
+
+def _interval(row: dict) -> dict:
+    ci = row.get("cas_ci95")
+    return {"ci95_lo": ci[0] if ci else None, "ci95_hi": ci[1] if ci else None}
+
+
+def _errorbar(ax, xs: list, points: list[dict], style: str, label: str) -> None:
+    """CAS means with their 95 % intervals as error bars (none for single trials)."""
+    ys = [p["cas"] for p in points]
+    if all(p["ci95_lo"] is not None for p in points):
+        err = [[y - p["ci95_lo"] for y, p in zip(ys, points)], [p["ci95_hi"] - y for y, p in zip(ys, points)]]
+        ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
+    else:
+        ax.plot(xs, ys, style, label=label)

@@ -22,6 +22,7 @@ from synthgap.errors import UserError
 from synthgap.realfake.base_model import BaseModel, load_base_model
 from synthgap.realfake.finetune import LoraSpec, UnetTraining
 from synthgap.realfake.synthesis import SynthesisSpec, class_prompt
+from synthgap.stats import compare, estimate
 
 STAND_IN = Path("models") / "pretrain_base_model"
 VARIANTS = {  # name -> (visual guidance, distribution matching); "base" has no adapter at all
@@ -119,6 +120,18 @@ def train_cell(cfg, x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed:
     return model, result
 
 
+def copies_per_trial(cfg: RealFakeConfig, variant: str, mode: str) -> int:
+    """Images per training image that one trial of a synthetic set needs (Table 3 scales the ``full`` img2img set)."""
+    return max(cfg.scales) if (variant, mode) == ("full", "img2img") else 1
+
+
+def trial_block(cfg: RealFakeConfig, variant: str, mode: str, n: int, trial: int, copies: int) -> slice:
+    """The images of trial ``trial`` in a saved set: its block of ``copies_per_trial`` copies of the n training
+    images, of which the first ``copies`` are used (each trial's images have their own seeds)."""
+    start = trial * copies_per_trial(cfg, variant, mode) * n
+    return slice(start, start + copies * n)
+
+
 def set_path(workspace: Path, variant: str, mode: str) -> Path:
     return workspace / "data" / "synthetic" / "synthesize_realfake" / f"{variant}_{mode}.npz"
 
@@ -137,24 +150,51 @@ def training_sets(cfg: RealFakeConfig) -> dict[str, tuple]:
         for mode in ("img2img", "txt2img"):
             sets[f"{variant}_{mode}"] = (("synthetic", variant, mode, 1),)
     for k in cfg.scales:
-        sets.setdefault(f"full_img2img_x{k}" if k > 1 else "full_img2img", ((*full, k),))
+        sets.setdefault(scale_set(k), ((*full, k),))
     return sets
 
 
 def table_rows(cfg: RealFakeConfig, acc: dict[str, dict]) -> dict[str, list[dict]]:
-    """Tables 1-3 from the accuracy of each training set (``acc[name] = {"top1": .., ...}``)."""
+    """Tables 1-3 from the summarised rows of each training set (``acc[name]`` has ``top1_trials``, and
+    ``top5_trials`` with more than 10 classes): each cell is mean ± the half-width of its 95 % interval."""
     def row(label: dict, name: str) -> dict:
-        return {**label, **{k: acc[name][k] for k in ("top1", "top5") if k in acc[name]}, "training_set": name}
+        return {**label, **{k: estimate(acc[name][f"{k}_trials"]).text(2) for k in ("top1", "top5") if f"{k}_trials" in acc[name]},
+                "training_set": name}
 
     table1 = [row({"data": "real only"}, "real"), row({"data": "synthetic only"}, "full_img2img"),
               row({"data": "real + synthetic"}, "real_plus_full_img2img")]
     table2 = []
     for mode in ("txt2img", "img2img"):
-        for variant in (v for v in ("base", "plain", "guidance", "matching", "full") if v in cfg.ablation):
+        for variant in ablation_order(cfg):
             guidance, matching = VARIANTS.get(variant, (False, False))
             table2.append(row({"latent_prior": mode == "img2img", "visual_guidance": guidance,
                                "distribution_matching": matching, "finetune": variant != "base"}, f"{variant}_{mode}"))
-    table3 = [row({"synthetic_x": k, "real_data": False}, f"full_img2img_x{k}" if k > 1 else "full_img2img")
-              for k in cfg.scales]
+    table3 = [row({"synthetic_x": k, "real_data": False}, scale_set(k)) for k in cfg.scales]
     table3.append(row({"synthetic_x": 1, "real_data": True}, "real_plus_full_img2img"))
     return {"table1": table1, "table2": table2, "table3": table3}
+
+
+def ablation_order(cfg: RealFakeConfig) -> list[str]:
+    return [v for v in ("base", "plain", "guidance", "matching", "full") if v in cfg.ablation]
+
+
+def scale_set(k: int) -> str:
+    return f"full_img2img_x{k}" if k > 1 else "full_img2img"
+
+
+def comparisons(cfg: RealFakeConfig, acc: dict[str, dict]) -> list[dict]:
+    """The paper's comparisons as paired differences over trials (top-1 points): Table 1 against real data,
+    each Table 2 row against the row above it and img2img against txt2img, each Table 3 scale against x1."""
+    def trials(name: str) -> list[float]:
+        return acc[name]["top1_trials"]
+
+    out = [compare("realfake_synthetic_vs_real", "realfake", trials("full_img2img"), trials("real")),
+           compare("realfake_real_plus_synthetic_vs_real", "realfake", trials("real_plus_full_img2img"), trials("real"))]
+    order = ablation_order(cfg)
+    for mode in ("txt2img", "img2img"):
+        out += [compare(f"realfake_{b}_vs_{a}_{mode}", "realfake", trials(f"{b}_{mode}"), trials(f"{a}_{mode}"))
+                for a, b in zip(order, order[1:])]
+    out += [compare(f"realfake_{v}_img2img_vs_txt2img", "realfake", trials(f"{v}_img2img"), trials(f"{v}_txt2img")) for v in order]
+    out += [compare(f"realfake_scale_x{k}_vs_x1", "realfake", trials(scale_set(k)), trials("full_img2img"))
+            for k in cfg.scales if k > 1]
+    return out

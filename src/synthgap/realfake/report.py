@@ -13,11 +13,20 @@ import numpy as np  # noqa: E402
 from synthgap.plots import save_figure  # noqa: E402
 
 
-def scaling_figure(table3: list[dict], real_top1: float, path: Path) -> None:
-    rows = [r for r in table3 if not r["real_data"]]
+def scaling_figure(cfg, accuracy: dict[str, dict], path: Path) -> None:
+    """Top-1 against the synthetic set's size (error bars: 95 % intervals over trials), real data as a band."""
+    from synthgap.realfake.pipeline import scale_set
+    from synthgap.stats import estimate
+
+    scales = list(cfg.scales)
+    ests = [estimate(accuracy[scale_set(k)]["top1_trials"]) for k in scales]
+    real = estimate(accuracy["real"]["top1_trials"])
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot([r["synthetic_x"] for r in rows], [r["top1"] for r in rows], "o-", label="synthetic only")
-    ax.axhline(real_top1, color="tab:red", ls="--", label="real data")
+    err = None if ests[0].lo is None else [[e.mean - e.lo for e in ests], [e.hi - e.mean for e in ests]]
+    ax.errorbar(scales, [e.mean for e in ests], yerr=err, fmt="o-", capsize=3, label="synthetic only")
+    ax.axhline(real.mean, color="tab:red", ls="--", label="real data")
+    if real.lo is not None:
+        ax.axhspan(real.lo, real.hi, color="tab:red", alpha=0.15)
     ax.set_xlabel("synthetic set size (x real)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("Effect of scaling up the synthetic set", fontsize=9)

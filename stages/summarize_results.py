@@ -1,0 +1,67 @@
+"""Stage summarize_results: the headline numbers and verdicts of all three papers in one place.
+
+Merges the ``summary.json`` that each paper's report stage writes (``report_gafi``, ``fit_equivalence``,
+``evaluate_realfake``) into ``reports/summary.json``, the DVC metrics file that ``dvc metrics show`` and
+``dvc exp show`` display::
+
+    {"headline": {"real_top1": {"mean": .., "ci95": [lo, hi], "trials": n}, ...},
+     "comparisons": [{"name": "gafi_vs_baseline", "paper": "gafi", "diff_mean": .., "ci95": [lo, hi],
+                      "trials": n, "verdict": "better"}, ...]}
+
+and ``reports/summary.md``, the same as tables with a sentence per verdict (the README's results come from it).
+"""
+
+from __future__ import annotations
+
+import json
+
+from synthgap.config import load_stage_params
+from synthgap.errors import UserError, run_main
+from synthgap.paths import atomic_write_json, atomic_write_text, workspace_root
+from synthgap.stats import Estimate
+from synthgap.tracking import StageRun
+
+STAGE = "summarize_results"
+PARTS = {"gafi": "reports/gafi/summary.json", "equivalence": "reports/equivalence/summary.json",
+         "realfake": "reports/realfake/summary.json"}
+
+
+def markdown(summary: dict) -> str:
+    lines = ["# synthgap: headline numbers and verdicts", "",
+             "Means with 95 % intervals over trials; comparisons are paired differences over the same trial seeds.", "",
+             "| headline | mean | 95 % interval | trials |", "|---|---|---|---|"]
+    for name, h in summary["headline"].items():
+        ci = "-" if h["ci95"] is None else f"[{h['ci95'][0]:.2f}, {h['ci95'][1]:.2f}]"
+        lines.append(f"| {name} | {h['mean']:.2f} | {ci} | {h['trials']} |")
+    lines += ["", "| comparison | paper | difference | 95 % interval | trials | verdict |", "|---|---|---|---|---|---|"]
+    for c in summary["comparisons"]:
+        ci = "-" if c["ci95"] is None else f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+        lines.append(f"| {c['name']} | {c['paper']} | {c['diff_mean']:+.2f} | {ci} | {c['trials']} | {c['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    workspace = workspace_root()
+    params = load_stage_params(STAGE, workspace / "params.yaml")
+    with StageRun(params, experiment="common") as run:
+        summary = {"headline": {}, "comparisons": []}
+        for paper, relative in PARTS.items():
+            path = workspace / relative
+            if not path.is_file():
+                raise UserError(f"{path} not found", "run `dvc repro` so that every paper's report stage runs first")
+            part = json.loads(path.read_text())
+            summary["headline"].update(part["headline"])
+            summary["comparisons"] += part["comparisons"]
+        atomic_write_json(workspace / "reports" / "summary.json", summary)
+        atomic_write_text(workspace / "reports" / "summary.md", markdown(summary))
+        run.log_artifact(workspace / "reports" / "summary.md")
+        counts = {v: sum(c["verdict"] == v for c in summary["comparisons"]) for v in ("better", "worse", "no_difference")}
+        run.log_metrics({f"verdicts_{k}": n for k, n in counts.items()})
+        for name, h in summary["headline"].items():
+            est = Estimate(h["mean"], *(h["ci95"] or (None, None)), h["trials"])
+            print(f"{name}: {est.text(2)}")
+        print(f"{STAGE}: {len(summary['comparisons'])} comparisons: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+
+
+if __name__ == "__main__":
+    run_main(main)
