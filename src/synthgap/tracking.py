@@ -12,7 +12,9 @@ which, in order:
 1. resolves the tracking URI (``tracking.uri``, or ``sqlite:///<repository root>/mlflow.db``; relative
    paths are anchored at the repository root, never at a DVC temporary workspace) and checks that it is
    reachable *before* any compute;
-2. creates the database and the experiment under a file lock, so parallel runs (``dvc queue start -j N``)
+2. creates the database and the experiment under a file lock (for a local SQLite database in a background
+   thread while the stage computes: importing MLflow takes seconds; the first logging call waits for it and
+   re-raises any error there), so parallel runs (``dvc queue start -j N``)
    never race on the first migration or on experiment creation;
 3. starts a run named after the stage in the paper's experiment, logs the stage's params flattened, and
    tags the dataset, git commit and ``DVC_EXP_NAME``;
@@ -30,6 +32,7 @@ import fcntl
 import logging
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -146,23 +149,40 @@ def _as_param(value: Any) -> str:
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
+def _log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, _as_param(v)) for k, v in params.items()]
+    for start in range(0, len(items), _MAX_BATCH):
+        client.log_batch(run_id, params=items[start : start + _MAX_BATCH])
+
+
 class _Run:
     """Logging calls bound to one MLflow run (``client=None``: a non-main process of a distributed job,
     where every call does nothing)."""
 
     def __init__(self, client, run_id: str):
-        self.client = client
-        self.run_id = run_id
+        self._client = client
+        self._run_id = run_id
         self.metrics: dict[str, float] = {}
+
+    def _ready(self) -> None:
+        """Wait until the run exists (a StageRun opens its run in the background)."""
+
+    @property
+    def client(self):
+        self._ready()
+        return self._client
+
+    @property
+    def run_id(self) -> str:
+        self._ready()
+        return self._run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if self.client is None:
             return
-        from mlflow.entities import Param
-
-        items = [Param(k, _as_param(v)) for k, v in params.items()]
-        for start in range(0, len(items), _MAX_BATCH):
-            self.client.log_batch(self.run_id, params=items[start : start + _MAX_BATCH])
+        _log_params(self.client, self.run_id, params)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timing: bool = False) -> None:
         """Log numeric metrics (non-numeric values are skipped). Values logged without a ``step`` also go
@@ -208,22 +228,48 @@ class StageRun(_Run):
     def __enter__(self) -> StageRun:
         from synthgap.distributed import is_main
 
+        super().__init__(None, "")
+        self._opening, self._error, self._experiment_id = None, None, None
         if not is_main():  # rank 0 alone logs (torchrun / accelerate launch)
-            super().__init__(None, "")
             return self
         check_reachable(self.uri)
+        if self.uri.startswith("sqlite:///"):
+            # Importing MLflow and opening the database takes seconds; a local database cannot be unreachable
+            # once its folder exists, so that happens while the stage computes. The first logging call waits.
+            self._opening = threading.Thread(target=self._open_in_background, name="mlflow-open", daemon=True)
+            self._opening.start()
+        else:
+            self._open()  # a server: every check (is it MLflow? may we write?) before any compute
+        return self
+
+    def _open(self) -> None:
         client = get_client(self.uri)
-        experiment_id = ensure_experiment(client, self.uri, self.experiment, self.root)
+        self._experiment_id = ensure_experiment(client, self.uri, self.experiment, self.root)
         tags = {"synthgap.stage": self.stage, "synthgap.dataset": self.params.data.name}
         commit = git_commit(self.root)
         if commit:
             tags["mlflow.source.git.commit"] = commit
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
-        run = client.create_run(experiment_id, run_name=self.stage, tags=tags)
-        super().__init__(client, run.info.run_id)
-        self.log_params(self.params.flat())
-        return self
+        run = client.create_run(self._experiment_id, run_name=self.stage, tags=tags)
+        _log_params(client, run.info.run_id, self.params.flat())
+        self._client, self._run_id = client, run.info.run_id
+
+    def _open_in_background(self) -> None:
+        try:
+            self._open()
+        except BaseException as err:  # re-raised in the stage's thread at its next logging call
+            self._error = err
+
+    def _ready(self) -> None:
+        opening = getattr(self, "_opening", None)
+        if opening is None or opening is threading.current_thread():
+            return
+        opening.join()
+        self._opening = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     @contextmanager
     def child(self, name: str, params: Mapping[str, Any]) -> Iterator[_Run]:
@@ -232,7 +278,7 @@ class StageRun(_Run):
             yield _Run(None, "")
             return
         run = self.client.create_run(
-            self.client.get_run(self.run_id).info.experiment_id,
+            self._experiment_id,
             run_name=name,
             tags={
                 "mlflow.parentRunId": self.run_id,
@@ -250,10 +296,16 @@ class StageRun(_Run):
         self.client.set_terminated(child.run_id, status="FINISHED")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.client is None:
-            return
         if exc_type is not None:
+            try:
+                self._ready()
+            except BaseException:  # noqa: BLE001 - the stage's own error is the one to report
+                return
+            if self._client is None:
+                return
             self.client.set_terminated(self.run_id, status="KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+            return
+        if self.client is None:
             return
         atomic_write_json(self.metrics_path, {**self.metrics, "mlflow_run_id": self.run_id})
         self.client.set_terminated(self.run_id, status="FINISHED")
