@@ -14,18 +14,17 @@ import torch
 
 from synthgap.data import load_processed
 from synthgap.data.formats import read_npz
-from synthgap.errors import run_main
-from synthgap.paths import atomic_write_json
-from synthgap.errors import UserError
+from synthgap.errors import UserError, run_main
 from synthgap.grid import Job, run_jobs, summarise
 from synthgap.models import build_classifier, spec_for_data
-from synthgap.realfake import pipeline as realfake
+from synthgap.paths import atomic_write_json
 from synthgap.realfake.pipeline import set_path, table_rows, training_sets, trial_block
-from synthgap.stats import estimate
-from synthgap.stats import headline as headline_of
+from synthgap.realfake.report import comparisons as realfake_comparisons
 from synthgap.realfake.report import scaling_figure
 from synthgap.runtime import resolve_device
 from synthgap.seeding import derive_seed, trial_seed
+from synthgap.stats import estimate
+from synthgap.stats import headline as headline_of
 from synthgap.tables import write_table
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import to_device_tensors
@@ -81,7 +80,7 @@ def main() -> None:
         for key, rows in tables.items():
             write_table(rows, reports / key, titles[key])
         scaling_figure(cfg, accuracy, reports / "scaling.png")
-        comparisons = realfake.comparisons(cfg, accuracy)
+        comparisons = realfake_comparisons(cfg, accuracy)
         headline = {"realfake_real_top1": headline_of(accuracy["real"]["top1_trials"]),
                     "realfake_synthetic_top1": headline_of(accuracy["full_img2img"]["top1_trials"]),
                     "realfake_real_plus_synthetic_top1": headline_of(accuracy["real_plus_full_img2img"]["top1_trials"])}

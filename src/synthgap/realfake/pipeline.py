@@ -22,7 +22,7 @@ from synthgap.errors import UserError
 from synthgap.realfake.base_model import BaseModel, load_base_model
 from synthgap.realfake.finetune import LoraSpec, UnetTraining
 from synthgap.realfake.synthesis import SynthesisSpec, class_prompt
-from synthgap.stats import compare, estimate
+from synthgap.stats import estimate
 
 STAND_IN = Path("models") / "pretrain_base_model"
 VARIANTS = {  # name -> (visual guidance, distribution matching); "base" has no adapter at all
@@ -180,21 +180,3 @@ def ablation_order(cfg: RealFakeConfig) -> list[str]:
 
 def scale_set(k: int) -> str:
     return f"full_img2img_x{k}" if k > 1 else "full_img2img"
-
-
-def comparisons(cfg: RealFakeConfig, acc: dict[str, dict]) -> list[dict]:
-    """The paper's comparisons as paired differences over trials (top-1 points): Table 1 against real data,
-    each Table 2 row against the row above it and img2img against txt2img, each Table 3 scale against x1."""
-    def trials(name: str) -> list[float]:
-        return acc[name]["top1_trials"]
-
-    out = [compare("realfake_synthetic_vs_real", "realfake", trials("full_img2img"), trials("real")),
-           compare("realfake_real_plus_synthetic_vs_real", "realfake", trials("real_plus_full_img2img"), trials("real"))]
-    order = ablation_order(cfg)
-    for mode in ("txt2img", "img2img"):
-        out += [compare(f"realfake_{b}_vs_{a}_{mode}", "realfake", trials(f"{b}_{mode}"), trials(f"{a}_{mode}"))
-                for a, b in zip(order, order[1:])]
-    out += [compare(f"realfake_{v}_img2img_vs_txt2img", "realfake", trials(f"{v}_img2img"), trials(f"{v}_txt2img")) for v in order]
-    out += [compare(f"realfake_scale_x{k}_vs_x1", "realfake", trials(scale_set(k)), trials("full_img2img"))
-            for k in cfg.scales if k > 1]
-    return out

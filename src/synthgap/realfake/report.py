@@ -64,3 +64,32 @@ def matches_figure(queries: np.ndarray, matches: np.ndarray, sims: np.ndarray, p
             ax.set_title(label, fontsize=7)
             ax.set_axis_off()
     save_figure(fig, path)
+
+
+# Table 2 pairs that differ in one component: (variant, the variant without that component, the component)
+ABLATION_PAIRS = (("plain", "base", "finetune"), ("guidance", "plain", "visual_guidance"),
+                  ("matching", "plain", "distribution_matching"), ("full", "matching", "visual_guidance"),
+                  ("full", "guidance", "distribution_matching"), ("full", "base", "whole_method"))
+
+
+def comparisons(cfg, acc: dict[str, dict]) -> list[dict]:
+    """The paper's comparisons as paired differences over trials (top-1 points): Table 1 against real data;
+    each Table 2 variant against the variant without one of its components (and the whole method against no
+    finetuning), per synthesis mode; img2img (latent prior) against text-to-image; Table 3 scales against x1."""
+    from synthgap.realfake.pipeline import ablation_order, scale_set
+    from synthgap.stats import compare
+
+    def trials(name: str) -> list[float]:
+        return acc[name]["top1_trials"]
+
+    out = [compare("realfake_synthetic_vs_real", "realfake", trials("full_img2img"), trials("real")),
+           compare("realfake_real_plus_synthetic_vs_real", "realfake", trials("real_plus_full_img2img"), trials("real"))]
+    order = ablation_order(cfg)
+    for mode in ("txt2img", "img2img"):
+        out += [compare(f"realfake_{a}_vs_{b}_{mode}", "realfake", trials(f"{a}_{mode}"), trials(f"{b}_{mode}"), component=what)
+                for a, b, what in ABLATION_PAIRS if a in order and b in order]
+    out += [compare(f"realfake_{v}_img2img_vs_txt2img", "realfake", trials(f"{v}_img2img"), trials(f"{v}_txt2img"),
+                    component="latent_prior") for v in order]
+    out += [compare(f"realfake_scale_x{k}_vs_x1", "realfake", trials(scale_set(k)), trials("full_img2img"))
+            for k in cfg.scales if k > 1]
+    return out
