@@ -1,0 +1,143 @@
+"""Write the README's result tables from the files `dvc repro` wrote, so they can never drift from them.
+
+    python scripts/readme_results.py          # rewrite the generated blocks of README.md
+    python scripts/readme_results.py --check  # exit 1 if README.md differs from what reports/ say
+
+Each block sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in README.md and is
+rebuilt from ``reports/`` alone: the GaFi tables, the Equivalence grid, the Real-Fake tables and, for every
+paired comparison in ``reports/summary.json``, one sentence that says what its verdict says and nothing more.
+``tests/test_readme.py`` runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from synthgap.stats import estimate  # noqa: E402
+
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
+
+
+def read(path: Path):
+    return json.loads(path.read_text())
+
+
+def table_file(path: Path) -> str:
+    """A Markdown table the report stages wrote, without its title line."""
+    lines = path.read_text().splitlines()
+    return "\n".join(line for line in lines if line.startswith("|")) + "\n"
+
+
+def headline_row(name: str, h: dict) -> str:
+    ci = "-" if h["ci95"] is None else f"[{h['ci95'][0]:.2f}, {h['ci95'][1]:.2f}]"  # bootstrap intervals are not symmetric
+    return f"| `{name}` | {h['mean']:.2f} | {ci} | {h['trials']} |\n"
+
+
+def verdict_lines(comparisons: list[dict], paper: str) -> str:
+    out = []
+    for c in comparisons:
+        if c["paper"] != paper:
+            continue
+        if c["verdict"] == "no_difference":
+            ci = "" if c["ci95"] is None else f", 95 % CI [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+            out.append(f"- `{c['name']}`: no detectable difference ({c['diff_mean']:+.2f} points{ci})")
+        else:
+            out.append(f"- `{c['name']}`: **{c['verdict']}** by {c['diff_mean']:+.2f} points "
+                       f"(95 % CI [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}])")
+    return "\n".join(out) + "\n"
+
+
+def equivalence_grid(root: Path, base_sizes: list[int]) -> str:
+    lines = ["| n_base | setting | added | test top-1 (%) |", "|---|---|---|---|"]
+    for n in base_sizes:
+        for cell in read(root / "reports" / "equivalence" / "augment" / f"base_{n}.json")["cells"]:
+            added = cell["n_real_added"] if cell["setting"] == "real" else cell["n_syn_added"]
+            lines.append(f"| {n} | {cell['setting']} | {added} | {estimate(cell['accuracy_trials']).text(1)} |")
+    return "\n".join(lines) + "\n"
+
+
+def runtime(root: Path) -> str:
+    """The fresh-clone `dvc repro` time and the slowest stages, from benchmarks/results/repro-cpu.json."""
+    r = read(root / "benchmarks" / "results" / "repro-cpu.json")
+    ranked = sorted(r["stage_seconds"].items(), key=lambda kv: -kv[1])
+    slowest = ", ".join(f"`{name}` {sec:.0f} s" for name, sec in ranked[:6])
+    how = "every stage rerun with `dvc repro --force`" if r.get("mode", "").startswith("in place") else "`dvc repro` on a fresh clone"
+    return (f"Measured with `{r['command']}` ({how}) on {r['device']}, {r['date'][:10]}, "
+            f"commit {r['commit'][:8]}: **{r['total_s']:.0f} s** for all {r['stages']} stages (budget {r['budget_s']:.0f} s; "
+            f"{r['stage_seconds_sum']:.0f} s inside the stages' MLflow runs, the rest is process start-up and DVC). "
+            f"Slowest stages: {slowest}; all of them in `benchmarks/results/repro-cpu.json`.\n")
+
+
+def privacy(root: Path) -> str:
+    copies = read(root / "reports" / "realfake" / "detect_copies.json")
+    return (table_file(root / "reports" / "realfake" / "attack_membership.md")
+            + f"\nCopy detection ({copies['features']} features): the median nearest-training-image similarity is "
+            f"{copies['synthetic_top1_sim_q0.5']:.3f} for synthetic images and {copies['test_top1_sim_q0.5']:.3f} for held-out "
+            f"real test images; {100 * copies['synthetic_above_test_max']:.1f} % of synthetic images are closer to a training "
+            f"image than the closest real test image is (`reports/realfake/detect_copies.png`).\n")
+
+
+def blocks(root: Path) -> dict[str, str]:
+    summary = read(root / "reports" / "summary.json")
+    comparisons = summary["comparisons"]
+    head = summary["headline"]
+    eq = read(root / "reports" / "equivalence" / "equivalence.json")
+    bases = sorted(int(p.stem.split("_")[1]) for p in (root / "reports" / "equivalence" / "augment").glob("base_*.json"))
+    eq_lines = []
+    for setting, fit in eq.items():
+        ci = (f" (95 % bootstrap intervals: c1 [{fit['c1_ci95'][0]:.2f}, {fit['c1_ci95'][1]:.2f}], "
+              f"c2 [{fit['c2_ci95'][0]:.2f}, {fit['c2_ci95'][1]:.2f}])") if fit.get("c1_ci95") else ""
+        eq_lines.append(f"- {setting}: c1 = {fit['c1']:.2f}, c2 = {fit['c2']:.2f}, R² {fit['r2']:.2f}{ci}")
+    return {
+        "headline": "| headline | mean | 95 % interval | trials |\n|---|---|---|---|\n" + "".join(
+            headline_row(name, h) for name, h in head.items()),
+        "gafi_tables": "".join(f"{table_file(root / 'reports' / 'gafi' / f'table{i}.md')}\n" for i in (1, 2, 3, 4)),
+        "gafi_verdicts": verdict_lines(comparisons, "gafi"),
+        "equivalence_grid": equivalence_grid(root, bases),
+        "equivalence_fit": "\n".join(eq_lines) + "\n",
+        "equivalence_verdicts": verdict_lines(comparisons, "equivalence"),
+        "realfake_tables": "".join(f"{table_file(root / 'reports' / 'realfake' / f'table{i}.md')}\n" for i in (1, 2, 3)),
+        "realfake_verdicts": verdict_lines(comparisons, "realfake"),
+        "runtime": runtime(root),
+        "privacy": privacy(root),
+    }
+
+
+def render(readme: str, root: Path) -> str:
+    made = blocks(root)
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in made:
+            raise SystemExit(f"readme_results: error: README block '{name}' has no generator; known: {', '.join(made)}")
+        return match.group(1) + made[name] + match.group(4)
+
+    return BLOCK.sub(replace, readme)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if README.md is not what reports/ say")
+    parser.add_argument("--root", type=Path, default=ROOT)
+    args = parser.parse_args()
+    path = args.root / "README.md"
+    current = path.read_text()
+    wanted = render(current, args.root)
+    if args.check:
+        if wanted != current:
+            sys.exit("readme_results: README.md differs from reports/; run `python scripts/readme_results.py`")
+        print("README.md matches reports/")
+        return
+    path.write_text(wanted)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
