@@ -63,7 +63,7 @@ def main() -> None:
     device = pick_device(args.device)
     shapes = {"embedded_w8_8px": measure("embedded_w8_8px", 2 if args.quick else args.k, device, 256 if args.quick else None)}
     if not args.quick:
-        big = 2_560 if device.type == "cpu" else None  # a CPU takes minutes per 50k-image epoch of w64
+        big = 512 if device.type == "cpu" else None  # a CPU takes minutes per 50k-image epoch of w64
         shapes["gafi_w64_32px"] = measure("gafi_w64_32px", args.k, device, big)
     report("stacked", device, {"benchmark": "stacked", "shapes": shapes, "goal": ">= 3x for k = 5 at embedded_w8_8px on the CPU"},
            save=not args.no_save and not args.quick)
