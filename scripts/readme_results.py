@@ -75,6 +75,14 @@ def runtime(root: Path) -> str:
             f"Slowest stages: {slowest}; all of them in `benchmarks/results/repro-cpu.json`.\n")
 
 
+def stacked(root: Path) -> str:
+    r = read(root / "benchmarks" / "results" / "stacked-cpu.json")
+    rows = [f"| {name} | {v['k']} | {v['images']} x {v['epochs']} epochs | {v['stacked_s']:.1f} s | {v['sequential_s']:.1f} s | "
+            f"**{v['ratio']:.2f}x** |" for name, v in r["shapes"].items()]
+    return (f"`{r['command']}` on {r['device']}, {r['date'][:10]} (goal: {r['goal']}):\n\n"
+            "| shape | k | data | stacked | sequential | ratio |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def privacy(root: Path) -> str:
     copies = read(root / "reports" / "realfake" / "detect_copies.json")
     return (table_file(root / "reports" / "realfake" / "attack_membership.md")
@@ -107,6 +115,7 @@ def blocks(root: Path) -> dict[str, str]:
         "realfake_verdicts": verdict_lines(comparisons, "realfake"),
         "runtime": runtime(root),
         "privacy": privacy(root),
+        "stacked_benchmark": stacked(root),
     }
 
 
