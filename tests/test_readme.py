@@ -19,6 +19,7 @@ def test_check_fails_when_a_number_is_edited(tmp_path):
     row = readme.index("| `", start)
     bar = readme.index("|", readme.index("|", row + 1) + 1)  # the first number of the first row
     shutil.copytree(REPO / "reports", tmp_path / "reports")
+    shutil.copytree(REPO / "benchmarks" / "results", tmp_path / "benchmarks" / "results")
     (tmp_path / "README.md").write_text(readme[: bar - 1] + "9" + readme[bar - 1 :])
     proc = subprocess.run([sys.executable, str(REPO / "scripts/readme_results.py"), "--check", "--root", str(tmp_path)],
                           capture_output=True, text=True)

@@ -68,10 +68,18 @@ def check_runs(uri: str) -> None:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("common")
     runs = client.search_runs([experiment.experiment_id])
-    by_stage = {}
+    by_stage, children = {}, []
     for run in runs:
-        by_stage.setdefault(run.info.run_name, []).append(run)
+        if "mlflow.parentRunId" in run.data.tags:
+            children.append(run)
+        else:
+            by_stage.setdefault(run.info.run_name, []).append(run)
     assert sorted(by_stage) == ["prepare_data", "train_reference"]
+    # one child run per trial under each worker's train_reference run
+    parents = {r.info.run_id for r in by_stage["train_reference"]}
+    assert sorted((c.data.tags["mlflow.parentRunId"] in parents, c.info.run_name) for c in children) == [
+        (True, "train_reference/real/trial=0"), (True, "train_reference/real/trial=0"),
+        (True, "train_reference/real/trial=1"), (True, "train_reference/real/trial=1")]
     assert sorted(r.data.params["seed"] for r in by_stage["train_reference"]) == ["0", "1"]
     for run in by_stage["train_reference"]:
         assert run.info.status == "FINISHED" and "test_top1" in run.data.metrics
