@@ -28,7 +28,7 @@ def write_cifar_batch(path: Path, n: int, label_key: bytes, num_classes: int) ->
     return images, np.asarray(labels)
 
 
-def write_cifar10(root: Path, n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def write_cifar10(root: Path, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     train = [write_cifar_batch(folder / f"data_batch_{i}", n, b"labels", 10) for i in range(1, 6)]
@@ -79,16 +79,16 @@ def test_digits_is_embedded_and_stratified():
 def test_cifar10_pickles_are_read_in_hwc_order(tmp_path):
     first_images, first_labels = write_cifar10(tmp_path)
     ds = load_dataset("cifar10", tmp_path, download=False)
-    assert ds.x_train.shape == (30, 32, 32, 3) and ds.x_test.shape == (6, 32, 32, 3)
-    np.testing.assert_array_equal(ds.x_train[:6], first_images)
-    np.testing.assert_array_equal(ds.y_train[:6], first_labels)
+    assert ds.x_train.shape == (50, 32, 32, 3) and ds.x_test.shape == (10, 32, 32, 3)
+    np.testing.assert_array_equal(ds.x_train[:10], first_images)
+    np.testing.assert_array_equal(ds.y_train[:10], first_labels)
     assert ds.classes[:2] == ("c0", "c1") and len(ds.classes) == 10
 
 
 def test_cifar100_uses_fine_labels(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
-    images, labels = write_cifar_batch(folder / "train", 8, b"fine_labels", 100)
+    images, labels = write_cifar_batch(folder / "train", 100, b"fine_labels", 100)
     write_cifar_batch(folder / "test", 4, b"fine_labels", 100)
     with open(folder / "meta", "wb") as fh:
         pickle.dump({b"fine_label_names": [f"f{i}".encode() for i in range(100)]}, fh)
@@ -101,13 +101,13 @@ def test_cifar100_uses_fine_labels(tmp_path):
 def test_fashion_mnist_idx_is_zero_padded_to_32(tmp_path, layout):
     folder = tmp_path if layout == "plain" else tmp_path / "FashionMNIST" / "raw"
     folder.mkdir(parents=True, exist_ok=True)
-    x = np.full((5, 28, 28), 200, dtype=np.uint8)
+    x = np.full((10, 28, 28), 200, dtype=np.uint8)
     write_idx(folder / "train-images-idx3-ubyte.gz", x)
-    write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(5))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(10))
     write_idx(folder / "t10k-images-idx3-ubyte.gz", x[:2])
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(2))
     ds = load_dataset("fashion_mnist", tmp_path, download=False)
-    assert ds.x_train.shape == (5, 32, 32, 1)
+    assert ds.x_train.shape == (10, 32, 32, 1)
     assert ds.x_train[:, :2].max() == 0 and ds.x_train[:, :, -2:].max() == 0  # zero border
     assert (ds.x_train[:, 2:30, 2:30] == 200).all()
     assert ds.classes[0] == "T-shirt/top"

@@ -2,7 +2,9 @@
 
 Every reader returns images as ``uint8`` arrays of shape (N, H, W, C) with C in {1, 3} and labels as
 ``int64`` arrays of shape (N,). A file that exists but cannot be parsed raises :class:`UserError` naming
-the file, so a truncated download never surfaces as a bare traceback.
+the file, so a truncated download never surfaces as a bare traceback. Data files cannot run code: CIFAR
+pickles go through :class:`CifarUnpickler`, which rebuilds numpy arrays only, and .npz files are read
+without pickles.
 """
 
 from __future__ import annotations
@@ -41,15 +43,66 @@ def as_nhwc(images: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
+def as_labels(values: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """Labels as a flat int64 array. Integer-valued floats (3.0) are accepted; 3.7, NaN or text is refused
+    rather than truncated."""
+    values = np.asarray(values).reshape(-1)
+    fix = "store class indices as integers 0..num_classes-1"
+    if values.dtype.kind == "f":
+        wrong = values[~np.isfinite(values) | (values != np.round(values))]
+        if len(wrong):
+            raise UserError(f"the labels {key!r} in {path} are not integers (e.g. {wrong[0]:g})", fix)
+    elif values.dtype.kind not in "iu":
+        raise UserError(f"the labels {key!r} in {path} have dtype {values.dtype}, not integers", fix)
+    return values.astype(np.int64)
+
+
 # ----------------------------------------------------------------------------------- CIFAR python batches
+# The only globals a CIFAR python file may name: numpy's array and scalar rebuilding, under numpy 1's and
+# numpy 2's module names (``_frombuffer`` for files re-pickled with protocol 5). Lists, dicts, bytes, str
+# and ints need no global. Anything else (``os.system``, ``builtins.eval``, ...) would run code.
+CIFAR_GLOBALS = frozenset(
+    [("numpy", "ndarray"), ("numpy", "dtype")]
+    + [(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")]
+    + [(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")]
+)
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR python file without running code: it rebuilds numpy arrays and nothing else."""
+
+    def __init__(self, fh, path: Path):
+        super().__init__(fh, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_GLOBALS:
+            raise UserError(
+                f"data file {self.path} contains a pickled object of type {module}.{name}, "
+                "which a CIFAR batch never holds",
+                "it is not an original CIFAR file: delete it and download the dataset again",
+            )
+        return super().find_class(module, name)
+
+
+UNPICKLE_ERRORS = (
+    pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError, AttributeError, ImportError,
+)
+
+
+def unpickle_cifar(path: Path) -> object:
+    with open(path, "rb") as fh:
+        return CifarUnpickler(fh, path).load()
+
+
 def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR python batch (a pickle by definition of the format: the only pickles synthgap reads)."""
+    """One CIFAR python batch (a pickle by definition of the format: the only pickles synthgap reads, and
+    through :class:`CifarUnpickler`)."""
     try:
-        with open(path, "rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
+        batch = unpickle_cifar(path)
         data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError) as err:
+        labels = as_labels(np.asarray(batch[label_key]), path, label_key.decode())
+    except UNPICKLE_ERRORS as err:
         raise corrupt(path, type(err).__name__) from err
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise corrupt(path, f"data shape {data.shape} with {len(labels)} labels")
@@ -58,10 +111,8 @@ def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarr
 
 def read_cifar_meta(path: Path, names_key: bytes) -> list[str]:
     try:
-        with open(path, "rb") as fh:
-            meta = pickle.load(fh, encoding="bytes")
-        return [name.decode() for name in meta[names_key]]
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as err:
+        return [name.decode() for name in unpickle_cifar(path)[names_key]]
+    except UNPICKLE_ERRORS as err:
         raise corrupt(path, type(err).__name__) from err
 
 
@@ -88,7 +139,9 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ npz files
-def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def read_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an .npz file (object arrays refused: no pickles), and those of ``optional`` it
+    holds."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in keys if k not in archive.files]
@@ -97,7 +150,7 @@ def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
                     f"{path} lacks the arrays {missing} (it has {sorted(archive.files)})",
                     f"write an .npz with {', '.join(keys)}",
                 )
-            return {k: archive[k] for k in keys}
+            return {k: archive[k] for k in (*keys, *optional) if k in archive.files}
     except UserError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:

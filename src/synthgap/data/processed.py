@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from synthgap.data.formats import read_npz
+from synthgap.data.sources import ImageDataset, quoted
 from synthgap.errors import UserError
 from synthgap.paths import atomic_save_npz, atomic_write_json
 
@@ -83,14 +84,22 @@ def load_processed(folder: Path) -> ProcessedData:
     return ProcessedData(info["name"], tuple(info["classes"]), split_seed=int(info.get("split_seed", 0)), **arrays)
 
 
-def build_processed(dataset, val_size: int | None, split_seed: int) -> ProcessedData:
+def build_processed(dataset: ImageDataset, val_size: int | None, split_seed: int) -> ProcessedData:
     """Hold out a stratified validation split (default: as many images as the test set, as in the GaFi
-    code)."""
+    code). The dataset was validated when built; a hold-out that takes the last training image of a class
+    is refused."""
     from synthgap.data.splits import stratified_split
 
     n_val = len(dataset.y_test) if val_size is None else val_size
     train_idx, val_idx = stratified_split(dataset.y_train, n_val, split_seed)
     y_train = dataset.y_train[train_idx]
+    emptied = np.flatnonzero(np.bincount(y_train, minlength=len(dataset.classes)) == 0)
+    if len(emptied):
+        raise UserError(
+            f"the validation split of {n_val} images (prepare_data.val_size) takes every training image of the "
+            f"{dataset.name} classes {quoted(dataset.classes[c] for c in emptied)}",
+            "give those classes at least 2 training images, or set prepare_data.val_size to 0",
+        )
     return ProcessedData(
         dataset.name,
         dataset.classes,

@@ -28,24 +28,54 @@ from synthgap.data import formats
 from synthgap.errors import UserError
 
 
+def quoted(names, limit: int = 10) -> str:
+    """``'a', 'b'`` for the first ``limit`` names, then ``and N more``."""
+    names = [repr(str(n)) for n in names]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 @dataclass(frozen=True)
 class ImageDataset:
+    """A dataset's images and labels with its official split. Built only if it is fit for training: both
+    splits hold images of one shape, every label names a class, and every class has training images (so
+    every test class is a train class). ``source`` names its files in error messages."""
+
     name: str
     classes: tuple[str, ...]
     x_train: np.ndarray  # (N, H, W, C) uint8
     y_train: np.ndarray  # (N,) int64
     x_test: np.ndarray
     y_test: np.ndarray
+    source: str = ""
 
     def __post_init__(self) -> None:
+        where = f"{self.name} ({self.source})" if self.source else self.name
+        k = len(self.classes)
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
-                raise UserError(f"{self.name}: bad {split} split {x.shape}/{y.shape}", "check the data files")
-            if len(y) and (y.min() < 0 or y.max() >= len(self.classes)):
+                raise UserError(f"{where}: bad {split} split {x.shape}/{y.shape}", "check the data files")
+            if not len(y):
+                raise UserError(f"{where}: the {split} split holds no images", "put images in both the train and the test split")
+            outside = np.unique(y[(y < 0) | (y >= k)])
+            if len(outside):
                 raise UserError(
-                    f"{self.name}: {split} labels outside 0..{len(self.classes) - 1}",
+                    f"{where}: {split} labels {outside[:10].tolist()} lie outside 0..{k - 1} ({k} classes)",
                     "labels must be integers 0..num_classes-1",
                 )
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise UserError(
+                f"{where}: train images {self.x_train.shape[1:]} and test images {self.x_test.shape[1:]} differ",
+                "use one image shape (or set data.image_size)",
+            )
+        untrained = np.flatnonzero(np.bincount(self.y_train, minlength=k) == 0)
+        if len(untrained):
+            tested = np.intersect1d(untrained, self.y_test)
+            also = f" (the test split has {quoted(self.classes[c] for c in tested)})" if len(tested) else ""
+            raise UserError(
+                f"{where}: classes without training images: {quoted(self.classes[c] for c in untrained)}{also}",
+                "every class needs images in the train split: add some, or drop the class from the dataset",
+            )
 
 
 Loader = Callable[[Path, bool, "int | None"], ImageDataset]
@@ -124,6 +154,7 @@ def load_cifar10(root: Path, download: bool, image_size: int | None) -> ImageDat
         np.concatenate([p[1] for p in parts]),
         x_test,
         y_test,
+        str(folder),
     )
 
 
@@ -138,7 +169,7 @@ def load_cifar100(root: Path, download: bool, image_size: int | None) -> ImageDa
     x_train, y_train = formats.read_cifar_batch(folder / "train", b"fine_labels")
     x_test, y_test = formats.read_cifar_batch(folder / "test", b"fine_labels")
     classes = formats.read_cifar_meta(folder / "meta", b"fine_label_names")
-    return ImageDataset("cifar100", tuple(classes), x_train, y_train, x_test, y_test)
+    return ImageDataset("cifar100", tuple(classes), x_train, y_train, x_test, y_test, str(folder))
 
 
 # ------------------------------------------------------------------------------------------ Fashion-MNIST
@@ -187,6 +218,7 @@ def load_fashion_mnist(root: Path, download: bool, image_size: int | None) -> Im
         arrays["y_train"].astype(np.int64),
         x_test,
         arrays["y_test"].astype(np.int64),
+        str(paths["x_train"].parent),
     )
 
 
@@ -222,11 +254,11 @@ def load_medmnist(name: str, root: Path, download: bool) -> ImageDataset:
     keys = ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels")
     arrays = formats.read_npz(path, keys)
     x_train = np.concatenate([arrays["train_images"], arrays["val_images"]])
-    y_train = np.concatenate([arrays["train_labels"], arrays["val_labels"]]).reshape(-1).astype(np.int64)
+    y_train = formats.as_labels(np.concatenate([arrays["train_labels"], arrays["val_labels"]]), path, "train/val_labels")
     x_train = formats.lanczos_resize(formats.as_nhwc(x_train, path), 32)
     x_test = formats.lanczos_resize(formats.as_nhwc(arrays["test_images"], path), 32)
-    y_test = arrays["test_labels"].reshape(-1).astype(np.int64)
-    return ImageDataset(name, classes, x_train, y_train, x_test, y_test)
+    y_test = formats.as_labels(arrays["test_labels"], path, "test_labels")
+    return ImageDataset(name, classes, x_train, y_train, x_test, y_test, str(path))
 
 
 @loader("dermamnist")
@@ -243,29 +275,51 @@ def load_bloodmnist(root: Path, download: bool, image_size: int | None) -> Image
 CINIC10_URL = "https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz"
 
 
-def read_split_folders(
-    name: str, root: Path, splits: tuple[str, ...], image_size: int | None, reference: list[str] | None = None
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Read one or more ImageFolder splits (``root/<split>/<class>/*``) sharing one class list."""
-    classes: list[str] | None = reference
-    xs, ys = [], []
-    for split in splits:
-        split_classes, items = formats.list_image_folder(root / split)
-        if classes is None:
-            classes = split_classes
+def read_image_folders(
+    name: str, root: Path, train: tuple[str, ...], test: tuple[str, ...], image_size: int | None
+) -> ImageDataset:
+    """Read ImageFolder splits (``root/<split>/<class>/*``) sharing one class list: the ``train`` splits
+    merged into the train split, the ``test`` splits into the test split. An empty class folder is refused."""
+    first, classes = None, None
+    xs: dict[str, np.ndarray] = {}
+    ys: dict[str, np.ndarray] = {}
+    for split in train + test:
+        folder = root / split
+        split_classes, items = formats.list_image_folder(folder)
+        if first is None:
+            first, classes = folder, split_classes
         elif split_classes != classes:
+            differ = [
+                f"only in {place}: {quoted(sorted(set(these) - set(those)))}"
+                for place, these, those in ((folder, split_classes, classes), (first, classes, split_classes))
+                if set(these) - set(those)
+            ]
             raise UserError(
-                f"{name}: class folders of {root / split} differ from {root / splits[0]}",
+                f"{name}: the class folders of {folder} differ from those of {first} ({'; '.join(differ)})",
                 "use the same class sub-folders in every split",
             )
+        counts = np.bincount([label for _, label in items], minlength=len(split_classes))
+        if (counts == 0).any():
+            empty = [str(folder / split_classes[c]) for c in np.flatnonzero(counts == 0)]
+            raise UserError(
+                f"{name}: class folders without images: {', '.join(empty)}",
+                f"put image files ({', '.join(formats.IMAGE_SUFFIXES)}) in them, or remove the class from every split",
+            )
         files = [f for f, _ in items]
-        xs.append(formats.read_images(files, image_size, grayscale=formats.is_grayscale(files[0])))
-        ys.append(np.asarray([label for _, label in items], dtype=np.int64))
-    assert classes is not None
-    shapes = {x.shape[1:] for x in xs}
+        xs[split] = formats.read_images(files, image_size, grayscale=formats.is_grayscale(files[0]))
+        ys[split] = np.asarray([label for _, label in items], dtype=np.int64)
+    shapes = {x.shape[1:] for x in xs.values()}
     if len(shapes) > 1:
         raise UserError(f"{name}: splits have different image shapes {sorted(shapes)}", "set data.image_size")
-    return classes, np.concatenate(xs), np.concatenate(ys)
+    return ImageDataset(
+        name,
+        tuple(classes),
+        np.concatenate([xs[s] for s in train]),
+        np.concatenate([ys[s] for s in train]),
+        np.concatenate([xs[s] for s in test]),
+        np.concatenate([ys[s] for s in test]),
+        str(root),
+    )
 
 
 @loader("cinic10")
@@ -280,33 +334,39 @@ def load_cinic10(root: Path, download: bool, image_size: int | None) -> ImageDat
             download,
             lambda: download_and_extract_archive(CINIC10_URL, str(root)),
         )
-    classes, x_train, y_train = read_split_folders("cinic10", root, ("train", "valid"), image_size)
-    _, x_test, y_test = read_split_folders("cinic10", root, ("test",), image_size, classes)
-    return ImageDataset("cinic10", tuple(classes), x_train, y_train, x_test, y_test)
+    return read_image_folders("cinic10", root, ("train", "valid"), ("test",), image_size)
 
 
 @loader("imagefolder")
 def load_imagefolder(root: Path, download: bool, image_size: int | None) -> ImageDataset:
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         raise missing("imagefolder", root, "train/<class>/* and test/<class>/* image files", "no train/ or test/ folder")
-    classes, x_train, y_train = read_split_folders("imagefolder", root, ("train",), image_size)
-    _, x_test, y_test = read_split_folders("imagefolder", root, ("test",), image_size, classes)
-    return ImageDataset("imagefolder", tuple(classes), x_train, y_train, x_test, y_test)
+    return read_image_folders("imagefolder", root, ("train",), ("test",), image_size)
 
 
 # --------------------------------------------------------------------------------------------------- npz
 @loader("npz")
 def load_npz(path: Path, download: bool, image_size: int | None) -> ImageDataset:
+    """An .npz with ``x_train, y_train, x_test, y_test`` and optionally ``classes`` (the class names, whose
+    indices the labels are); without ``classes`` the labels 0..K-1 are the class names."""
     if not path.is_file():
         raise missing("npz", path, "an .npz file with x_train, y_train, x_test, y_test", "no such file")
-    arrays = formats.read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
+    arrays = formats.read_npz(path, ("x_train", "y_train", "x_test", "y_test"), optional=("classes",))
     x_train = formats.as_nhwc(arrays["x_train"], path)
     x_test = formats.as_nhwc(arrays["x_test"], path)
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise UserError(f"{path}: x_train {x_train.shape} and x_test {x_test.shape} differ", "use one image shape")
-    y_train, y_test = (arrays[k].reshape(-1).astype(np.int64) for k in ("y_train", "y_test"))
-    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-    return ImageDataset("npz", tuple(str(c) for c in range(num_classes)), x_train, y_train, x_test, y_test)
+    y_train, y_test = (formats.as_labels(arrays[k], path, k) for k in ("y_train", "y_test"))
+    if "classes" in arrays:
+        names = arrays["classes"]
+        if names.ndim != 1 or names.dtype.kind not in "US" or not len(names) or len(set(names)) != len(names):
+            raise UserError(
+                f"the array 'classes' in {path} is not a list of distinct class names "
+                f"({names.dtype}, shape {names.shape})",
+                "store classes=np.array(['name0', 'name1', ...]), one string per class index, or leave it out",
+            )
+        classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
+    else:
+        classes = tuple(str(c) for c in range(int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1))
+    return ImageDataset("npz", classes, x_train, y_train, x_test, y_test, str(path))
 
 
 def raw_path(name: str, path: str | None, root: Path) -> Path:
