@@ -86,7 +86,34 @@ def test_base_sizes_must_be_positive():
 
 def test_bad_device_and_bad_yaml(tmp_path):
     assert "device = 'gpu'" in error_of(write(tmp_path, "device: gpu\n"))
-    assert "not valid YAML" in error_of(write(tmp_path, "train_reference: [\n"))
+    assert "params.yaml line 2, column 1: " in error_of(write(tmp_path, "train_reference: [\n"))
+
+
+def line_of(text: str, needle: str, nth: int = 1) -> int:
+    """1-based line of the nth line of ``text`` that contains ``needle``."""
+    return [i for i, line in enumerate(text.splitlines(), 1) if needle in line][nth - 1]
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    text = "seed: 0\ntrials 3\ndevice: cpu\n"
+    line = error_of(write(tmp_path, text))
+    bad = line_of(text, "trials")
+    assert f"params.yaml line {bad + 1}, column 1: could not find expected ':'" in line
+    assert f"(while scanning a simple key at line {bad}, column 1)" in line
+    text = "seed: 0\ntrain_reference:\n  classifier: {model: [1, 2}\n"
+    line = error_of(write(tmp_path, text))
+    row = line_of(text, "[1, 2")
+    column = text.splitlines()[row - 1].index("}") + 1
+    assert f"params.yaml line {row}, column {column}: expected ',' or ']', but got '}}'" in line
+    assert line.count("\n") == 0
+
+
+def test_duplicate_key_is_named_with_both_lines(tmp_path):
+    text = "train_reference:\n  classifier:\n    train:\n      lr: 0.1\n      epochs: 3\n      lr: 0.2\n"
+    line = error_of(write(tmp_path, text))
+    first, second = line_of(text, "lr:"), line_of(text, "lr:", 2)
+    column = text.splitlines()[second - 1].index("lr") + 1
+    assert f"params.yaml line {second}, column {column}: duplicate key 'lr' (first at line {first}); keep only" in line
 
 
 def test_sections_are_frozen():
@@ -101,3 +128,16 @@ def test_flat_params_use_dotted_keys(tmp_path):
     assert flat["train_reference.classifier.train.lr"] == 0.1
     assert flat["train_reference.classifier.train.milestones"] == [60, 80]
     assert flat["data.name"] == "digits"
+
+
+@pytest.mark.parametrize("text,key", [
+    ("seed: 1180591620717411303424\n", "seed"),
+    ("train_reference:\n  classifier: {train: {batch_size: 1180591620717411303424}}\n", "train_reference.classifier.train.batch_size"),
+    ("equivalence:\n  base_sizes: [50, 18446744073709551616]\n", "equivalence.base_sizes.1"),
+])
+def test_integers_beyond_torchs_64_bits_are_refused_before_compute(tmp_path, text, key):
+    stage = "augment" if text.startswith("equivalence") else "train_reference"
+    section = "equivalence" if stage == "augment" else None
+    with pytest.raises(UserError) as info:
+        load_stage_params(stage, write(tmp_path, text), section=section)
+    assert key in info.value.line() and ("64 bits" in info.value.line() or "less than or equal" in info.value.line())

@@ -36,3 +36,25 @@ def test_imagenette_preset_has_the_real_fake_code_settings():
     assert (s.strength, s.steps, s.guidance_scale, s.lora_scale, rf.resolution) == (0.75, 30, 2.0, 0.5, 512)
     assert rf.scales == (1, 2, 5, 10) and rf.privacy.shadows == 10 and len(rf.class_names) == 10
     assert (rf.classifier.model.arch, rf.classifier.train.epochs, rf.classifier.train.gamma) == ("resnet50", 200, 0.2)
+
+
+def train_configs(obj, where: str = ""):
+    """Every classifier training recipe (TrainConfig) inside a validated params section."""
+    from pydantic import BaseModel
+
+    from synthgap.config import TrainConfig
+
+    if isinstance(obj, TrainConfig):
+        yield where, obj
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            yield from train_configs(getattr(obj, name), f"{where}.{name}")
+
+
+@pytest.mark.parametrize("path", [REPO / "params.yaml", *PRESETS], ids=["params.yaml", *(p.name for p in PRESETS)])
+def test_every_shipped_classifier_recipe_writes_resumable_state(path: Path):
+    found = {}
+    for section in SECTIONS:
+        body = load_stage_params(section, path, section=section).section
+        found.update({f"{section}{where}": cfg.checkpoint_every for where, cfg in train_configs(body)})
+    assert len(found) >= 4 and all(every > 0 for every in found.values()), found

@@ -14,16 +14,26 @@ Top-level keys that belong to no known section are rejected too, so a misspelt s
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError
 from pydantic import model_validator
 
 from synthgap.errors import UserError
 
 Float = Annotated[float, Strict()]
+
+
+def _int64(value: int) -> int:
+    if not -(2**63) <= value <= 2**63 - 1:
+        raise ValueError("must fit in 64 bits, the integers torch accepts")
+    return value
+
+
+StrictInt = Annotated[int, Strict(), AfterValidator(_int64)]  # every integer setting: no bools, within int64
 
 DATASETS = (
     "digits",
@@ -109,7 +119,8 @@ class TrainConfig(Section):
     )
     eval_batch_size: StrictInt = Field(1024, ge=1)
     checkpoint_every: StrictInt = Field(
-        0, ge=0, description="Write resumable state every k epochs (0: only at the end)."
+        5, ge=0, description="Write resumable state (.synthgap/state) every k epochs, so a killed run resumes "
+        "to the weights of an uninterrupted one; 0: never.",
     )
     stack: StrictInt = Field(
         16, ge=1, le=1024, description="Train up to this many classifiers of one CIFAR-ResNet shape (the trials "
@@ -444,22 +455,72 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def read_params_file(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
-    """Read a params file with YAML 1.2 rules (as DVC does: ``1e-4`` is a float, ``yes`` a string)."""
+    """Read a params file with YAML 1.2 rules (as DVC does: ``1e-4`` is a float, ``yes`` a string). A syntax
+    error or a duplicate key is reported with its line and column (1-based), e.g.
+    ``params.yaml line 12, column 3: duplicate key 'lr' (first at line 9)``."""
     from ruamel.yaml import YAML, YAMLError
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found", "run the stage from the repository root, where params.yaml lives")
     try:
-        raw = YAML(typ="safe", pure=True).load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text (byte {err.start})", "save it as UTF-8") from None
+    try:
+        raw = YAML(typ="safe", pure=True).load(text)
     except YAMLError as err:
-        problem = str(err).strip().splitlines()[0]
-        raise UserError(f"{path} is not valid YAML ({problem})", "fix the syntax at the line it names") from err
+        raise _yaml_error(path, text, err) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise UserError(f"{path} must hold a mapping of sections", "see the params.yaml in the repository")
     return raw
+
+
+def _yaml_error(path: Path, text: str, err: Exception) -> UserError:
+    """One line from ruamel's multi-line error: where (``problem_mark``, else ``context_mark``), what, and the
+    construct it was inside; a duplicate key is named with the line of its first occurrence."""
+    problem, context = getattr(err, "problem", None), getattr(err, "context", None)
+    context_mark = getattr(err, "context_mark", None)
+    mark = getattr(err, "problem_mark", None) or context_mark
+    if mark is not None:
+        where = f"{path} line {mark.line + 1}, column {mark.column + 1}"
+    elif isinstance(getattr(err, "position", None), int):  # a ReaderError counts characters instead
+        lines = text[: err.position].split("\n")
+        where = f"{path} line {len(lines)}, column {len(lines[-1]) + 1}"
+    else:
+        where = str(path)
+    duplicate = re.match(r'found duplicate key "(.*)" with value ', problem or "")
+    if duplicate:
+        key = duplicate.group(1)
+        first = _first_key_line(text, context_mark, key) if context_mark is not None else None
+        at_first = f" (first at line {first + 1})" if first is not None else ""
+        return UserError(f"{where}: duplicate key '{key}'{at_first}", "keep only one of them")
+    what = problem or (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if context and context_mark is not None and context_mark is not mark:
+        what += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    return UserError(f"{where}: {what}", "fix the YAML syntax there")
+
+
+def _first_key_line(text: str, mapping_mark: Any, key: str) -> int | None:
+    """0-based line of the first ``key`` in the mapping that starts at ``mapping_mark`` (None if not found)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+    try:
+        todo = [YAML(typ="safe", pure=True).compose(text)]
+    except Exception:  # noqa: BLE001 - only a nicety of the error message
+        return None
+    while todo:
+        node = todo.pop()
+        if isinstance(node, MappingNode):
+            if (node.start_mark.line, node.start_mark.column) == (mapping_mark.line, mapping_mark.column):
+                return next((k.start_mark.line for k, _ in node.value if str(k.value) == key), None)
+            todo += [n for pair in node.value for n in pair]
+        elif isinstance(node, SequenceNode):
+            todo += node.value
+    return None
 
 
 def validate_section(model: type[S], raw: Any, where: str, source: str = "params.yaml") -> S:
