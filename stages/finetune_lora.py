@@ -4,12 +4,15 @@
 (both); see ``synthgap.realfake.pipeline``. Each trains on the whole train split and writes only its adapter
 (LoRA weights, guidance projection, settings) to ``models/finetune_lora/<variant>/adapter.pt`` and its loss
 log to ``reports/realfake/finetune_lora/<variant>.csv``.
-Killed runs resume from ``.synthgap/state/``.
+Killed runs resume from ``.synthgap/state/``: the variant in progress from its last state, and a variant that
+had finished is loaded from its state file (kept, with the final weights and loss log, until the whole stage
+has succeeded) instead of being trained again.
 """
 
 from __future__ import annotations
 
 from synthgap.data import load_processed
+from synthgap.distributed import is_main
 from synthgap.errors import run_main
 from synthgap.paths import atomic_write_csv, repo_root
 from synthgap.realfake.finetune import save_adapter, train_unet
@@ -28,6 +31,7 @@ def main() -> None:
     cfg = params.section
     device = resolve_device(params.device)
     variants = [v for v in cfg.ablation if v != "base"]
+    states = {v: state_file(repo_root(), f"{STAGE}-{v}", params.flat()) for v in variants}
     with StageRun(params, experiment="realfake") as run:
         data = load_processed(workspace / "data" / "processed")
         prompts = prompts_for(cfg, data, repo_root())
@@ -43,7 +47,7 @@ def main() -> None:
                                      "distribution": settings.distribution}) as child:
                 projection, log = train_unet(
                     model, x, prompts, tokens, settings, seed=params.seed, device=device,
-                    state_path=state_file(repo_root(), f"{STAGE}-{variant}", params.flat()),
+                    state_path=states[variant], keep_final=True,
                     state_every=cfg.finetune.state_every, log_every=max(1, settings.steps // 10),
                     desc=f"{STAGE} {variant}",
                     on_log=lambda r, c=child: c.log_metrics({"loss": r["loss"]}, step=r["step"]),
@@ -54,6 +58,9 @@ def main() -> None:
                 child.log_metrics({"final_loss": log[-1]["loss"]})
                 print(f"{STAGE}: {variant} final loss {log[-1]['loss']:.4f}")
         run.log_metrics({"variants": len(variants)})
+    if is_main():  # the stage's outputs are in place: the finished variants need not be kept any longer
+        for path in states.values():
+            path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,15 @@ from synthgap.paths import atomic_write_with
 
 
 def save_torch(obj: Any, path: Path) -> None:
-    """Save tensors, numbers, strings, lists and dicts (never code) to ``path`` atomically."""
-    atomic_write_with(path, lambda tmp: torch.save(obj, tmp))
+    """Save tensors, numbers, strings, lists and dicts (never code) to ``path`` atomically. The bytes depend
+    only on ``obj`` (through a file handle torch names the zip's folder ``archive``, not after the temporary
+    file), so an identical rerun writes an identical file."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+
+    atomic_write_with(path, write)
 
 
 def load_torch(path: Path, map_location: str | torch.device = "cpu", fix: str = "delete it and rerun the stage") -> Any:

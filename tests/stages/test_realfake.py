@@ -54,6 +54,7 @@ def test_stages_write_tables_privacy_reports_and_adapters(realfake):
     assert (reports / "attack_membership.png").is_file() and (reports / "detect_copies.png").is_file()
     adapter = realfake / "models" / "finetune_lora" / "full" / "adapter.pt"
     assert adapter.is_file() and not (realfake / "models" / "finetune_lora" / "base").exists()
+    assert not list((realfake / ".synthgap" / "state").glob("finetune_lora-*"))  # kept only until the stage succeeds
     import numpy as np
 
     with np.load(realfake / "data" / "synthetic" / "synthesize_realfake" / "full_img2img.npz") as pool:

@@ -141,10 +141,13 @@ def train_unet(
     log_every: int = 50,
     on_log: Callable[[dict], None] | None = None,
     desc: str = "finetune_lora",
+    keep_final: bool = False,
 ) -> tuple[torch.nn.Module | None, list[dict]]:
     """Train ``model.unet`` (LoRA adapter, or all of it with ``cfg.lora=None``) on images ``x_uint8`` with one
     prompt per image and optional per-image guidance tokens. Returns (guidance projection, loss log); the
-    adapter stays attached to ``model.unet``."""
+    adapter stays attached to ``model.unet``. The state file is deleted at the end, unless ``keep_final``:
+    then it holds the finished result (step ``cfg.steps``), which a rerun returns without training, until
+    the caller deletes it."""
     from accelerate import Accelerator
 
     device = torch.device(device)
@@ -182,7 +185,8 @@ def train_unet(
             restore(state, projection=projection)
         restore(state, optimizer=opt)
         start, history = int(state["step"]), list(state["history"])
-        tqdm.write(f"{desc}: resuming from {state_path} at step {start}")
+        tqdm.write(f"{desc}: finished before, loaded from {state_path}" if start == cfg.steps
+                   else f"{desc}: resuming from {state_path} at step {start}")
     unet.train()
     ddp_unet, opt = accelerator.prepare(unet, opt)
     alphas = model.scheduler.alphas_cumprod.to(device)
@@ -229,13 +233,13 @@ def train_unet(
             running, count, t0 = 0.0, 0, time.perf_counter()
             if on_log is not None and accelerator.is_main_process:
                 on_log(record)
-        if state_path is not None and state_every and done % state_every == 0 and done < cfg.steps \
-                and accelerator.is_main_process:
+        periodic = state_every and done % state_every == 0 and done < cfg.steps
+        if state_path is not None and (periodic or keep_final and done == cfg.steps) and accelerator.is_main_process:
             saved = {"unet": unet} if cfg.lora is None else {"lora": lora_state(unet)}
             save_state(state_path, fingerprint, step=done, history=history, optimizer=opt,
                        **saved, **({"projection": projection} if projection is not None else {}))
     accelerator.wait_for_everyone()
     unet.eval().requires_grad_(False)
-    if state_path is not None and state_path.exists() and accelerator.is_main_process:
-        state_path.unlink()
+    if state_path is not None and not keep_final and accelerator.is_main_process:
+        state_path.unlink(missing_ok=True)
     return projection, history

@@ -1,29 +1,52 @@
 """Resumable training state and EMA shared by the training loops.
 
 A state file holds a ``fingerprint`` (the settings that define the run) next to the objects' state dicts;
-it is only resumed when the fingerprint matches exactly, so a run with other settings starts fresh.
+it is only resumed when the fingerprint matches exactly, so a run with other settings starts fresh. The
+state is stored as its serialized bytes next to their sha256, and the digest is checked before anything is
+resumed: a file that was damaged on disk (torch's zip may still parse one) is refused, never resumed with
+other weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import torch
 
 from synthgap.checkpoint import load_torch, save_torch
+from synthgap.errors import UserError
 
 
 def load_state(path: Path | None, fingerprint: dict, device: torch.device | str) -> dict | None:
+    """The state saved at ``path`` if it exists and was saved with ``fingerprint``, else None; a file that
+    fails its checksum is a UserError (deleting it starts the training over)."""
     if path is None or not path.is_file():
         return None
-    state = load_torch(path, device, fix=f"delete {path} to start over")
+    fix = "delete it to start this training over"
+    try:
+        box = load_torch(path, "cpu", fix=fix)
+    except UserError:
+        box = None
+    data = box.get("state") if isinstance(box, dict) else None
+    if not isinstance(data, torch.Tensor) or data.dtype != torch.uint8 or _digest(data) != box.get("sha256"):
+        raise UserError(f"{path} fails its checksum (corrupt or partly written)", fix)
+    state = torch.load(io.BytesIO(data.numpy()), map_location=device, weights_only=True)
     return state if state.get("fingerprint") == fingerprint else None
 
 
 def save_state(path: Path, fingerprint: dict, **items) -> None:
-    """Atomically write ``items`` (modules and optimizers are stored as their state dicts)."""
+    """Atomically write ``items`` (modules and optimizers are stored as their state dicts) with a checksum."""
     payload = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in items.items()}
-    save_torch({"fingerprint": fingerprint, **payload}, path)
+    buffer = io.BytesIO()
+    torch.save({"fingerprint": fingerprint, **payload}, buffer)
+    data = torch.frombuffer(buffer.getbuffer(), dtype=torch.uint8)
+    save_torch({"sha256": _digest(data), "state": data}, path)
+
+
+def _digest(data: torch.Tensor) -> str:
+    return hashlib.sha256(data.contiguous().numpy()).hexdigest()
 
 
 def restore(state: dict, **modules) -> None:
