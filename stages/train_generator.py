@@ -18,6 +18,7 @@ from synthgap.models.biggan import GanSpec
 from synthgap.paths import atomic_write_csv, repo_root
 from synthgap.plots import sample_grid
 from synthgap.runtime import resolve_device
+from synthgap.staging import write_through
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import state_file, to_device_tensors
 from synthgap.train.gan import list_checkpoints, load_generator, train_gan
@@ -35,6 +36,7 @@ def main() -> None:
         spec = GanSpec(data.num_classes, h, c, **arch, dataset=data.name)
         identity = {"gan": cfg.model_dump(), "data": params.data.model_dump(), "generator_seed": gseed}
         out, state = generator_dir(workspace, gseed), state_file(repo_root(), stage, identity)
+        write_through(out)  # epoch snapshots are kept when a run fails: a rerun resumes after the last one
         if not state.exists() and is_main():  # a fresh start: drop checkpoints of an earlier, different run
             for old in list_checkpoints(out).values():
                 old.unlink(missing_ok=True)

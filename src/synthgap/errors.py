@@ -5,15 +5,17 @@ A :class:`UserError` carries *what is wrong* and *how to fix it*. Stage scripts 
 
     synthgap: error: <what is wrong>; <how to fix>
 
-and exits with status 2, without a traceback. ``--debug`` on the command line or ``SYNTHGAP_DEBUG=1`` in the
+and exits with status 2, without a traceback (an interrupt, SIGINT or SIGTERM, too). ``--debug`` on the command line or ``SYNTHGAP_DEBUG=1`` in the
 environment re-raises instead, so the full traceback is shown.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 EXIT_USER_ERROR = 2
 
@@ -35,15 +37,55 @@ def debug_enabled(argv: list[str] | None = None) -> bool:
     return "--debug" in argv or os.environ.get("SYNTHGAP_DEBUG", "") not in ("", "0")
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: stop like Ctrl-C, so the MLflow run is marked KILLED and nothing is replaced."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _kept_state(stage: str) -> list[str]:
+    """Resumable state files of this stage (``.synthgap/state/<stage>-*``) that exist now."""
+    from synthgap.paths import repo_root
+
+    folder = repo_root() / ".synthgap" / "state"
+    if not stage or not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.glob(f"{stage}-*") if p.is_file() and not p.name.startswith("."))
+
+
 def run_main(main: Callable[[], object]) -> None:
-    """Run a stage's ``main`` under the error convention and exit with its status."""
+    """Run a stage's ``main`` under the error convention and exit with its status.
+
+    Its outputs are staged and land together only if it succeeds (``synthgap.staging``). SIGTERM is
+    handled as SIGINT; both end with one line saying whether training state was kept to resume from.
+    SIGXFSZ is ignored, so a file over ``ulimit -f`` is a failed write (one line), not a silent kill."""
+    from synthgap.paths import workspace_root
+    from synthgap.staging import transaction
+
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    stage = (Path(sys.argv[0]).stem + (f"@{args[0]}" if args else "")) if sys.argv and sys.argv[0] else ""
     try:
-        main()
+        with transaction(workspace_root()):
+            main()
     except UserError as err:
         if debug_enabled():
             raise
         print(err.line(), file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("synthgap: error: interrupted; rerun the stage to resume", file=sys.stderr, flush=True)
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        name = err.signal_name if isinstance(err, Interrupted) else "SIGINT"
+        kept = _kept_state(stage)
+        what = f"interrupted by {name}; no output was replaced"
+        fix = (f"rerun the stage to resume from {', '.join(kept)}" if kept
+               else "no training state was saved yet, so a rerun starts the stage over")
+        print(UserError(what, fix).line(), file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)

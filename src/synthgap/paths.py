@@ -1,8 +1,9 @@
 """Repository-root discovery and atomic file writes.
 
 Everything a stage writes goes through the ``atomic_*`` helpers: the data is written to a temporary file in
-the destination folder and renamed over the target, so a crash never leaves a half-written output and a
-failed run never replaces a good one.
+the destination folder and renamed over the target, so a crash never leaves a half-written output; inside a
+stage the destination is a staging folder (``synthgap.staging``) and the outputs land together when the stage
+has succeeded, so a failed run never replaces a good one.
 """
 
 from __future__ import annotations
@@ -50,22 +51,34 @@ def repo_root() -> Path:
 
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; rename it over ``target`` only if the block succeeds, and
-    only in the main process of a distributed job (the others' copies are discarded: rank 0 writes)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
+    """Yield a temporary path next to where ``target`` goes; rename it there only if the block succeeds, and
+    only in the main process of a distributed job (the others' copies are discarded: rank 0 writes). Inside
+    a stage that is ``target``'s staged copy (``synthgap.staging``: the stage's outputs land together when it
+    succeeds), else ``target`` itself. A write the environment refuses (disk full, ``ulimit -f``, read-only
+    folder) ends as one UserError line."""
+    from synthgap import staging
+
+    final = Path(target)
+    target = staging.redirect(final)
+    tmp_path = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
         yield tmp_path
         from synthgap.distributed import is_main
 
         if is_main():
             os.replace(tmp_path, target)
+    except (OSError, RuntimeError) as err:
+        refusal = staging.refused_write(err, tmp_path)
+        if refusal is not None:
+            raise staging.write_failed(final, refusal) from None
+        raise
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 

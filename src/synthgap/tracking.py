@@ -19,8 +19,13 @@ which, in order:
 3. starts a run named after the stage in the paper's experiment, logs the stage's params flattened, and
    tags the dataset, git commit and ``DVC_EXP_NAME``;
 4. on success writes the metrics plus the MLflow run id to ``reports/metrics/<stage>.json`` (a DVC metrics
-   file: DVC's run-cache may skip a stage, and then nothing would reach MLflow) and marks the run FINISHED;
-   on failure marks it FAILED and leaves the previous metrics file alone.
+   file: DVC's run-cache may skip a stage, and then nothing would reach MLflow), moves the stage's staged
+   outputs into place (``synthgap.staging``) and marks the run FINISHED; on failure marks it FAILED (KILLED
+   on SIGINT/SIGTERM) and leaves every previous output alone.
+
+Before any compute it also checks the stage's outputs can be written (``staging.preflight``) and marks KILLED
+the runs of the same stage left RUNNING by a process of this host that is gone. A failure of the tracking
+store at any point (server gone or not MLflow, a bad URI) ends the stage with one line.
 
 Grid stages open one child run per grid point with :meth:`StageRun.child` (nested under the stage's run).
 Nothing below the stage scripts talks to MLflow.
@@ -31,6 +36,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -42,6 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from synthgap import staging
 from synthgap.errors import UserError
 from synthgap.paths import atomic_write_json, repo_root, workspace_root
 
@@ -57,7 +64,11 @@ def resolve_tracking_uri(uri: str | None, root: Path | None = None) -> str:
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])
         return f"sqlite:///{path if path.is_absolute() else root / path}"
-    parsed = urllib.parse.urlparse(uri)
+    try:
+        parsed = urllib.parse.urlparse(uri)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as err:
+        raise UserError(f"tracking.uri '{uri}' is not a valid URI ({err})", "fix it, or set tracking.uri: null for the local database") from None
     if parsed.scheme in ("http", "https", "databricks", "postgresql", "mysql", "mssql") or parsed.scheme.startswith(("postgresql+", "mysql+")):
         return uri
     if parsed.scheme == "file":
@@ -157,13 +168,32 @@ def _log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
         client.log_batch(run_id, params=items[start : start + _MAX_BATCH])
 
 
+@contextmanager
+def tracking_fault(uri: str, when: str = "during the run") -> Iterator[None]:
+    """Turn an error of the tracking store (server gone, not MLflow, refused request, disk full) into one
+    line; ``when`` is "at the start" (before compute) or when it happened."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - MLflow raises MlflowException, requests' and OS errors alike
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        if when == "at the start":
+            fix = "point tracking.uri at a running MLflow tracking server (mlflow server ...) or set it to null"
+        else:
+            fix = ("no output of this stage was replaced; check the server or tracking.uri and rerun the stage "
+                   "(training resumes from its last saved state; the run left RUNNING is closed then)")
+        raise UserError(f"MLflow tracking at {uri} failed {when} ({detail})", fix) from err
+
+
 class _Run:
     """Logging calls bound to one MLflow run (``client=None``: a non-main process of a distributed job,
-    where every call does nothing)."""
+    where every call does nothing). A failure of the tracking store ends the stage with one line."""
 
-    def __init__(self, client, run_id: str):
+    def __init__(self, client, run_id: str, uri: str = ""):
         self._client = client
         self._run_id = run_id
+        self.uri = uri
         self.metrics: dict[str, float] = {}
 
     def _ready(self) -> None:
@@ -182,7 +212,8 @@ class _Run:
     def log_params(self, params: Mapping[str, Any]) -> None:
         if self.client is None:
             return
-        _log_params(self.client, self.run_id, params)
+        with tracking_fault(self.uri):
+            _log_params(self.client, self.run_id, params)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timing: bool = False) -> None:
         """Log numeric metrics (non-numeric values are skipped). Values logged without a ``step`` also go
@@ -195,21 +226,25 @@ class _Run:
         now = int(time.time() * 1000)
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         items = [Metric(k, v, now, step or 0) for k, v in numeric.items()]
-        for start in range(0, len(items), _MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=items[start : start + _MAX_BATCH])
+        with tracking_fault(self.uri):
+            for start in range(0, len(items), _MAX_BATCH):
+                self.client.log_batch(self.run_id, metrics=items[start : start + _MAX_BATCH])
         if step is None and not timing:
             self.metrics.update(numeric)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Log a file (the copy this stage staged, if it wrote one: see ``synthgap.staging``)."""
         if self.client is None:
             return
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with tracking_fault(self.uri):
+            self.client.log_artifact(self.run_id, str(staging.current(Path(path))), artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.client is None:
             return
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, _as_param(value))
+        with tracking_fault(self.uri):
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, _as_param(value))
 
 
 class StageRun(_Run):
@@ -228,24 +263,28 @@ class StageRun(_Run):
     def __enter__(self) -> StageRun:
         from synthgap.distributed import is_main
 
-        super().__init__(None, "")
+        super().__init__(None, "", self.uri)
         self._opening, self._error, self._experiment_id = None, None, None
         if not is_main():  # rank 0 alone logs (torchrun / accelerate launch)
             return self
+        staging.preflight(workspace_root(), self.stage)
         check_reachable(self.uri)
         if self.uri.startswith("sqlite:///"):
             # Importing MLflow and opening the database takes seconds; a local database cannot be unreachable
             # once its folder exists, so that happens while the stage computes. The first logging call waits.
             self._opening = threading.Thread(target=self._open_in_background, name="mlflow-open", daemon=True)
             self._opening.start()
-        else:
-            self._open()  # a server: every check (is it MLflow? may we write?) before any compute
+        else:  # a server: every check (is it MLflow? may we write?) before any compute
+            with tracking_fault(self.uri, "at the start"):
+                self._open()
         return self
 
     def _open(self) -> None:
         client = get_client(self.uri)
         self._experiment_id = ensure_experiment(client, self.uri, self.experiment, self.root)
-        tags = {"synthgap.stage": self.stage, "synthgap.dataset": self.params.data.name}
+        close_orphans(client, self._experiment_id, self.stage)
+        tags = {"synthgap.stage": self.stage, "synthgap.dataset": self.params.data.name,
+                "synthgap.host": socket.gethostname(), "synthgap.pid": str(os.getpid())}
         commit = git_commit(self.root)
         if commit:
             tags["mlflow.source.git.commit"] = commit
@@ -257,7 +296,8 @@ class StageRun(_Run):
 
     def _open_in_background(self) -> None:
         try:
-            self._open()
+            with tracking_fault(self.uri, "at the start"):
+                self._open()
         except BaseException as err:  # re-raised in the stage's thread at its next logging call
             self._error = err
 
@@ -277,23 +317,27 @@ class StageRun(_Run):
         if self.client is None:
             yield _Run(None, "")
             return
-        run = self.client.create_run(
-            self._experiment_id,
-            run_name=name,
-            tags={
-                "mlflow.parentRunId": self.run_id,
-                "synthgap.stage": self.stage,
-                "synthgap.dataset": self.params.data.name,
-            },
-        )
-        child = _Run(self.client, run.info.run_id)
+        with tracking_fault(self.uri):
+            run = self.client.create_run(
+                self._experiment_id,
+                run_name=name,
+                tags={
+                    "mlflow.parentRunId": self.run_id,
+                    "synthgap.stage": self.stage,
+                    "synthgap.dataset": self.params.data.name,
+                    "synthgap.host": socket.gethostname(),
+                    "synthgap.pid": str(os.getpid()),
+                },
+            )
+        child = _Run(self.client, run.info.run_id, self.uri)
         child.log_params(params)
         try:
             yield child
-        except BaseException:
-            self.client.set_terminated(child.run_id, status="FAILED")
+        except BaseException as err:
+            _terminate_quietly(self.client, child.run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
-        self.client.set_terminated(child.run_id, status="FINISHED")
+        with tracking_fault(self.uri):
+            self.client.set_terminated(child.run_id, status="FINISHED")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
@@ -301,11 +345,34 @@ class StageRun(_Run):
                 self._ready()
             except BaseException:  # noqa: BLE001 - the stage's own error is the one to report
                 return
-            if self._client is None:
-                return
-            self.client.set_terminated(self.run_id, status="KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+            if self._client is not None:
+                _terminate_quietly(self._client, self._run_id, "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
             return
         if self.client is None:
             return
         atomic_write_json(self.metrics_path, {**self.metrics, "mlflow_run_id": self.run_id})
-        self.client.set_terminated(self.run_id, status="FINISHED")
+        staging.commit()  # the stage's outputs land together, then the run is FINISHED
+        with tracking_fault(self.uri, "after the outputs were written"):
+            self.client.set_terminated(self.run_id, status="FINISHED")
+
+
+def _terminate_quietly(client, run_id: str, status: str) -> None:
+    """Mark a run FAILED or KILLED if the store still answers (else the next start closes it)."""
+    try:
+        client.set_terminated(run_id, status=status)
+    except Exception:  # noqa: BLE001, S110 - the stage's own error is the one to report
+        pass
+
+
+def close_orphans(client, experiment_id: str, stage: str) -> None:
+    """Mark KILLED the runs of ``stage`` (and their child runs) left RUNNING by a process of this host that no
+    longer exists (killed, or ended while the tracking server was down)."""
+    host = socket.gethostname()
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`synthgap.stage` = '{stage}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
+    for run in runs:
+        pid = run.data.tags.get("synthgap.pid", "")
+        if run.data.tags.get("synthgap.host") == host and pid.isdigit() and not staging.process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")

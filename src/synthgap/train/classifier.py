@@ -27,9 +27,11 @@ from synthgap.distributed import all_sum, barrier, current, is_main, sync_buffer
 from synthgap.errors import UserError
 from synthgap.metrics import accuracy_metrics, evaluate, predict_logits
 from synthgap.models.stacked import StackedClassifier, can_stack, unstack
+from synthgap.runtime import resolve_device
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.train.augment import augment
 from synthgap.train.precision import autocast_for, channels_last_for
+from synthgap.staging import remove_after_commit
 from synthgap.train.state import load_state, restore, save_state
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
@@ -216,7 +218,7 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
         if on_epoch is not None:
             on_epoch(records)
         last = epoch + 1 == cfg.epochs
-        if state_path is not None and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0 and not last:
+        if state_path is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
             histories = results[0].history if k == 1 else [r.history for r in results]
             save_state(state_path, fingerprint, epoch=epoch + 1, model=module, optimizer=opt, history=histories)
 
@@ -226,8 +228,8 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
         for name, (x_eval, y_eval) in evals.items():
             metrics = evaluate(model, x_eval, y_eval, batch_size=cfg.eval_batch_size, precision=cfg.precision)
             result.final.update({f"{name}_{key}": v for key, v in metrics.items()})
-    if state_path is not None and is_main():
-        state_path.unlink(missing_ok=True)
+    if state_path is not None and is_main():  # kept until the stage's outputs are in place (a late failure resumes)
+        remove_after_commit(state_path)
     barrier()  # everything rank 0 wrote exists before any process goes on
     return results
 
@@ -240,9 +242,22 @@ def _evaluate_all(module: torch.nn.Module, k: int, x: torch.Tensor, y: torch.Ten
     return [accuracy_metrics(logits[:, j], y) for j in range(k)]
 
 
+def result_params(params: dict) -> dict:
+    """The params that define a stage's result, the key of its resumable state: ``tracking.*`` (where runs
+    are logged) is dropped and ``device`` becomes the type of device it resolves to (``auto`` on a machine
+    without a GPU is ``cpu``; ``cuda:1`` is ``cuda``)."""
+    kept = {k: v for k, v in params.items() if k != "tracking" and not k.startswith("tracking.")}
+    if "device" in kept:
+        kept["device"] = resolve_device(str(kept["device"])).type
+    return kept
+
+
 def state_file(root: Path, stage: str, params: dict) -> Path:
     """Where a stage keeps its resumable training state: under the repository root (outside DVC's outputs,
-    which DVC deletes before it reruns a stage), one file per distinct set of params so parallel
-    experiments never share one."""
-    key = derive_seed(stage, sorted((k, str(v)) for k, v in params.items()))
+    which DVC deletes before it reruns a stage), one file per stage and distinct :func:`result_params` of
+    ``params`` (``StageParams.flat()`` or any dict of the settings that define the run), so parallel
+    experiments never share one and a change that cannot alter the result (the MLflow URI, ``auto`` vs
+    ``cpu``) keeps resuming. A stage deletes its state when it finishes; a file left by a killed run whose
+    settings were then changed stays in ``.synthgap/state/`` until it is deleted by hand."""
+    key = derive_seed(stage, sorted((k, str(v)) for k, v in result_params(params).items()))
     return root / ".synthgap" / "state" / f"{stage}-{key:016x}.pt"

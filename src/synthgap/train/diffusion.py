@@ -25,6 +25,7 @@ from synthgap.errors import UserError
 from synthgap.images import to_unit_range
 from synthgap.models.unet import UNet, UNetSpec
 from synthgap.seeding import derive_seed, torch_generator
+from synthgap.staging import remove_after_commit
 from synthgap.train.state import ema_update, load_state, restore, save_state
 
 
@@ -106,9 +107,9 @@ def train_diffusion(
             running, count, t0 = torch.zeros((), device=device), 0, time.perf_counter()
             if on_log is not None:
                 on_log(record)
-        if state_path is not None and state_every and done % state_every == 0 and done < steps:
+        if state_path is not None and state_every and (done % state_every == 0 or done == steps):
             save_state(state_path, fingerprint, step=done, history=history, denoiser=denoiser, ema=ema, optimizer=opt)
-    if state_path is not None and is_main():
-        state_path.unlink(missing_ok=True)
+    if state_path is not None and is_main():  # kept until the stage's outputs are in place (a late failure resumes)
+        remove_after_commit(state_path)
     barrier()  # everything rank 0 wrote exists before any process goes on
     return ema, history

@@ -31,6 +31,7 @@ from synthgap.errors import UserError
 from synthgap.images import to_unit_range
 from synthgap.models.biggan import Discriminator, GanSpec, Generator
 from synthgap.seeding import derive_seed, torch_generator
+from synthgap.staging import remove_after_commit
 from synthgap.train.state import ema_update, load_state, restore, save_state
 
 
@@ -150,12 +151,12 @@ def train_gan(
         last = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             save_generator(ema, checkpoint_path(out_dir, epoch + 1), epoch + 1)
-        if state_path is not None and (epoch + 1) % cfg.state_every == 0 and not last:
+        if state_path is not None and ((epoch + 1) % cfg.state_every == 0 or last):
             save_state(state_path, fingerprint, epoch=epoch + 1, d_step=d_step, g_step=g_step, history=history,
                        generator=generator, discriminator=discriminator, ema=ema, opt_g=opt_g, opt_d=opt_d)
         if on_epoch is not None:
             on_epoch(record)
-    if state_path is not None and is_main():
-        state_path.unlink(missing_ok=True)
+    if state_path is not None and is_main():  # kept until the stage's outputs are in place (a late failure resumes)
+        remove_after_commit(state_path)
     barrier()  # everything rank 0 wrote exists before any process goes on
     return history
