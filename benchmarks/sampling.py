@@ -101,7 +101,7 @@ def main() -> None:
     repeats = 1 if args.quick else 3
     batches = {
         "gan": ([256, 1024, 4096] if cuda else [64, 256]) if not args.quick else [64],
-        "edm_18_steps": ([256, 1024] if cuda else [16]) if not args.quick else [8],
+        "edm_18_steps": ([256, 1024] if cuda else [16]) if not args.quick else [1],
         "sd_img2img_512px_30_steps": ([8, 32] if not args.quick else [4]) if cuda and not args.no_sd else [],
     }
     makers = {"gan": gan_sampler, "edm_18_steps": edm_sampler, "sd_img2img_512px_30_steps": sd_sampler}

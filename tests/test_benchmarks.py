@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # minutes each on a 2-core CPU: `pytest -m slow` runs them
+
 
 def run_benchmark(name: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--device", "cpu", "--quick", "--no-save"],

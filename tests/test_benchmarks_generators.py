@@ -7,6 +7,8 @@ import pytest
 
 from tests.test_benchmarks import run_benchmark
 
+pytestmark = pytest.mark.slow  # minutes each on a 2-core CPU: `pytest -m slow` runs them
+
 
 @pytest.mark.parametrize("name,keys", [
     ("recycle", {"seconds_per_epoch", "filter_acceptance", "projected_s_per_100_epochs"}),
