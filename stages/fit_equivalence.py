@@ -88,7 +88,9 @@ def collect_pipeline_results(workspace: Path, base_sizes, uri: str) -> tuple[pd.
         complete = len(mlflow_rows) == len(file_rows)
         frames.append(mlflow_rows if complete else file_rows[list(REQUIRED_COLUMNS)])
         sources[n_base] = "mlflow" if complete else "metrics file"
-    return pd.concat(frames, ignore_index=True), sources
+    # one row order whatever the source (MLflow lists runs newest first): the bootstrap resamples by position
+    frame = pd.concat(frames, ignore_index=True).sort_values(list(REQUIRED_COLUMNS[:5]), ignore_index=True)
+    return frame, sources
 
 
 REQUIRED_COLUMNS = ("setting", "n_base", "n_real_added", "n_syn_added", "trial", "accuracy")
