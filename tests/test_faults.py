@@ -133,6 +133,18 @@ def test_declared_outputs_and_their_last_sizes_come_from_dvc_yaml_and_lock(tmp_p
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
+def test_too_little_free_disk_for_the_last_outputs_stops_before_compute(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    cmd: x\n    outs:\n      - models/train\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  train:\n    cmd: x\n    outs:\n"
+                                      "    - path: models/train\n      md5: a.dir\n      size: 300000000\n      nfiles: 3\n")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: usage._replace(free=200 * 2**20))
+    with pytest.raises(UserError, match=r"only 200 MiB free .* train needs about 350 MiB"):
+        staging.preflight(tmp_path, "train")
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda path: usage._replace(free=400 * 2**20))
+    staging.preflight(tmp_path, "train")
+
+
 def test_a_file_where_an_output_folder_belongs_stops_before_compute(prepared, tmp_path):
     ws = copy_of(prepared, tmp_path)
     shutil.rmtree(ws / "models")
