@@ -14,6 +14,8 @@ Networks are randomly initialised. On CUDA the batch sizes are 256/1024/4096 (GA
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -65,18 +67,19 @@ def edm_sampler(device: torch.device):
 def sd_sampler(device: torch.device, size: int = 512, steps: int = 30):
     """img2img with SD-1.5's architecture (random weights) in diffusers' own pipeline."""
     from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline, UNet2DConditionModel, UniPCMultistepScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from synthgap.realfake.tiny import sd15_configs, write_tokenizer
+    from synthgap.realfake.base_model import sd15_configs, write_tokenizer
 
     cfgs = sd15_configs()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
-    tokenizer = CLIPTokenizerFast.from_pretrained(write_tokenizer())
+    tokenizer = write_tokenizer(Path(tempfile.mkdtemp(prefix="sd-tokenizer-")), ["photo", "of", "a", "tench"])
+    tokenizer.model_max_length = 77  # SD's prompt length: the cross-attention cost of the real model
     pipe = StableDiffusionImg2ImgPipeline(
         vae=AutoencoderKL(**cfgs["vae"]), unet=UNet2DConditionModel(**cfgs["unet"]),
         text_encoder=CLIPTextModel(CLIPTextConfig(**cfgs["text_encoder"])), tokenizer=tokenizer,
-        scheduler=UniPCMultistepScheduler(**cfgs["scheduler"]), safety_checker=None, feature_extractor=None,
+        scheduler=UniPCMultistepScheduler.from_config(cfgs["scheduler"]), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     ).to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
