@@ -77,6 +77,30 @@ def test_prepare_and_train_write_outputs_metrics_and_mlflow_runs(trained):
     assert (trained / "mlflow.db").is_file()
 
 
+def without_run_ids(path: Path):
+    """A JSON file's content with every ``mlflow_run_id`` removed (run ids are unique by design)."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k != "mlflow_run_id"}
+        return [strip(v) for v in obj] if isinstance(obj, list) else obj
+    return strip(json.loads(path.read_text()))
+
+
+def test_the_same_chain_in_a_fresh_workspace_writes_identical_results(trained, tmp_path):
+    """Reproducibility on one machine: weights byte for byte, metrics and per-trial results equal (only the
+    MLflow run ids differ)."""
+    fresh = workspace(tmp_path)
+    for stage in BOTH:
+        proc = run_stage(stage, fresh)
+        assert proc.returncode == 0, proc.stderr
+    for name in ("data/processed/dataset.npz", "data/processed/info.json", "models/train_reference/classifier.pt",
+                 "reports/train_reference/per_class.csv"):
+        assert (fresh / name).read_bytes() == (trained / name).read_bytes(), name
+    for name in ("reports/metrics/prepare_data.json", "reports/metrics/train_reference.json",
+                 "reports/train_reference/trials.json"):
+        assert without_run_ids(fresh / name) == without_run_ids(trained / name), name
+
+
 def snapshot(ws: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file() and "mlflow" not in p.name and "mlartifacts" not in str(p)}
 
