@@ -16,9 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import stdtrit  # Student t quantile; scipy.stats would add ~1.5 s to every stage's start
 
-VERDICTS = ("better", "worse", "no_difference")
-
-
 @dataclass(frozen=True)
 class Estimate:
     mean: float
@@ -65,16 +62,6 @@ def compare(name: str, paper: str, a: Sequence[float], b: Sequence[float], **ext
     diff = estimate(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
     return {"name": name, "paper": paper, "diff_mean": round(diff.mean, 6),
             "ci95": diff.as_dict()["ci95"], "trials": diff.trials, "verdict": verdict(diff), **extra}
-
-
-def sentence(comparison: dict, a: str, b: str, unit: str = "points") -> str:
-    """A plain-language reading of a comparison, from its verdict only."""
-    v = comparison["verdict"]
-    if v == "no_difference":
-        return f"{a} vs {b}: no detectable difference ({comparison['trials']} trials)"
-    lo, hi = comparison["ci95"]
-    word = "better" if v == "better" else "worse"
-    return f"{a} is {word} than {b}: {comparison['diff_mean']:+.1f} {unit} (95 % CI {lo:+.1f} to {hi:+.1f}, {comparison['trials']} trials)"
 
 
 def of_row(row: dict, key: str) -> Estimate:
