@@ -47,7 +47,7 @@ def main() -> None:
         phi = {"private": np.zeros(keep.shape), "synthetic": np.zeros(keep.shape)}
         for k, members in enumerate(keep):
             idx = torch.from_numpy(np.flatnonzero(members)).to(device)
-            with run.child(f"shadow_{k}", {"shadow": k, "n_members": int(members.sum())}) as child:
+            with run.child(f"{STAGE}/shadow={k}", {"shadow": k, "n_members": int(members.sum())}) as child:
                 seed = derive_seed(params.seed, STAGE, k)
                 model = load_model(cfg, workspace, repo_root(), device)
                 settings = finetune_settings(cfg, "full", steps=privacy.finetune_steps, device=device)

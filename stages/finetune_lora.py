@@ -6,13 +6,12 @@
 log to ``reports/realfake/finetune_lora/<variant>.csv``.
 Killed runs resume from ``.synthgap/state/``: the variant in progress from its last state, and a variant that
 had finished is loaded from its state file (kept, with the final weights and loss log, until the whole stage
-has succeeded) instead of being trained again.
+has succeeded: ``synthgap.staging.remove_after_commit``) instead of being trained again.
 """
 
 from __future__ import annotations
 
 from synthgap.data import load_processed
-from synthgap.distributed import is_main
 from synthgap.errors import run_main
 from synthgap.paths import atomic_write_csv, repo_root
 from synthgap.realfake.finetune import save_adapter, train_unet
@@ -43,11 +42,11 @@ def main() -> None:
                 embeddings = image_embeddings(model.image_encoder, x)
             settings = finetune_settings(cfg, variant, device=device)
             tokens = guidance_embeddings(embeddings, y, settings.guidance)
-            with run.child(variant, {"variant": variant, "guidance": settings.guidance,
+            with run.child(f"{STAGE}/variant={variant}", {"variant": variant, "guidance": settings.guidance,
                                      "distribution": settings.distribution}) as child:
                 projection, log = train_unet(
                     model, x, prompts, tokens, settings, seed=params.seed, device=device,
-                    state_path=states[variant], keep_final=True,
+                    state_path=states[variant],
                     state_every=cfg.finetune.state_every, log_every=max(1, settings.steps // 10),
                     desc=f"{STAGE} {variant}",
                     on_log=lambda r, c=child: c.log_metrics({"loss": r["loss"]}, step=r["step"]),
@@ -58,9 +57,6 @@ def main() -> None:
                 child.log_metrics({"final_loss": log[-1]["loss"]})
                 print(f"{STAGE}: {variant} final loss {log[-1]['loss']:.4f}")
         run.log_metrics({"variants": len(variants)})
-    if is_main():  # the stage's outputs are in place: the finished variants need not be kept any longer
-        for path in states.values():
-            path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

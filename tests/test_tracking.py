@@ -67,11 +67,14 @@ def test_stage_run_logs_params_tags_metrics_and_writes_the_metrics_file(tmp_path
     assert logged.data.params["train_reference.classifier.train.lr"] == "0.1"
     assert logged.data.tags["synthgap.dataset"] == "digits" and logged.data.tags["dvc.exp_name"] == "exp-test"
     assert logged.data.metrics["test_top1"] == 91.5 and logged.data.metrics["train_seconds"] == 12.5
-    assert client.get_experiment(logged.info.experiment_id).name == "common"
+    experiment = client.get_experiment(logged.info.experiment_id)
+    assert experiment.name == "common" and experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert (tmp_path / "mlartifacts" / "common").is_dir()
     assert [a.path for a in client.list_artifacts(run.run_id)] == ["figure.png"]
     children = client.search_runs([logged.info.experiment_id], f"tags.mlflow.parentRunId = '{run.run_id}'")
     assert len(children) == 1 and children[0].data.params == {"n_base": "100", "setting": "real"}
+    assert children[0].data.tags["dvc.exp_name"] == "exp-test" and children[0].info.run_name == "cell-1"
+    assert children[0].data.tags["synthgap.stage"] == "train_reference"
     assert children[0].data.metrics == {"accuracy": 80.0}
 
 
@@ -84,3 +87,25 @@ def test_failed_stage_marks_the_run_failed_and_keeps_the_old_metrics_file(tmp_pa
             raise RuntimeError("boom")
     assert metrics.read_text() == '{"test_top1": 99.0}'
     assert get_client(run.uri).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_runs_name_their_datasets_and_stage_script(tmp_path, params, monkeypatch):
+    import hashlib
+
+    import numpy as np
+
+    processed = tmp_path / "data" / "processed"
+    processed.mkdir(parents=True)
+    np.savez(processed / "dataset.npz", x_train=np.zeros((5, 2, 2, 1), np.uint8))
+    counts = {"train": [2, 3], "val": [1, 1], "test": [4, 0]}
+    (processed / "info.json").write_text(json.dumps({"name": "digits", "class_counts": counts}))
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with StageRun(params, "common", root=tmp_path, metrics_dir=tmp_path / "metrics") as run:
+        run.log_metrics({"test_top1": 1.0})
+    logged = get_client(run.uri).get_run(run.run_id)
+    digest = hashlib.md5((processed / "dataset.npz").read_bytes()).hexdigest()[:16]
+    found = {(d.dataset.name, d.dataset.digest, json.loads(d.dataset.profile)["num_rows"], d.tags[0].value)
+             for d in logged.inputs.dataset_inputs}
+    assert found == {("digits-train", digest, 5, "train"), ("digits-val", digest, 2, "val"), ("digits-test", digest, 4, "test")}
+    assert logged.data.tags["mlflow.source.name"] == "stages/train_reference.py"

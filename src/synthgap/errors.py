@@ -64,8 +64,10 @@ def run_main(main: Callable[[], object]) -> None:
 
     Its outputs are staged and land together only if it succeeds (``synthgap.staging``). SIGTERM is
     handled as SIGINT; both end with one line saying whether training state was kept to resume from.
-    SIGXFSZ is ignored, so a file over ``ulimit -f`` is a failed write (one line), not a silent kill."""
-    from synthgap.paths import workspace_root
+    SIGXFSZ is ignored, so a file over ``ulimit -f`` is a failed write (one line), not a silent kill. Stages
+    under a DVC queue share the cores (:func:`synthgap.runtime.share_cores`)."""
+    from synthgap.paths import repo_root, workspace_root
+    from synthgap.runtime import share_cores
     from synthgap.staging import transaction
 
     signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -74,6 +76,7 @@ def run_main(main: Callable[[], object]) -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
     stage = (Path(sys.argv[0]).stem + (f"@{args[0]}" if args else "")) if sys.argv and sys.argv[0] else ""
     try:
+        share_cores(workspace_root(), repo_root())
         with transaction(workspace_root()):
             main()
     except UserError as err:

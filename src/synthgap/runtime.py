@@ -1,6 +1,9 @@
-"""Device selection."""
+"""Device selection and CPU threads."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 
@@ -29,3 +32,23 @@ def _resolve(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("device 'mps' requested but it is not available", "set device: auto or device: cpu")
     return device
+
+
+def share_cores(workspace: Path, root: Path) -> int:
+    """Set torch's CPU threads and return them: ``SYNTHGAP_THREADS`` if set, else the cores divided among the
+    experiments a DVC queue runs now. ``dvc queue start -j N`` runs each experiment in its own temporary copy
+    ``<root>/.dvc/tmp/exps/tmp*``; N stages with all cores each oversubscribe the CPU many times over."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    value = os.environ.get("SYNTHGAP_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise UserError(f"SYNTHGAP_THREADS={value!r} is not a positive integer", "unset it or set a number of threads")
+        threads = int(value)
+    elif workspace.resolve() != root.resolve():  # a queued experiment in a temporary copy
+        running = [p for p in (root / ".dvc" / "tmp" / "exps").glob("tmp*") if p.is_dir()]
+        threads = max(1, cores // max(1, len(running)))
+    else:
+        threads = cores
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads

@@ -132,17 +132,24 @@ def get_client(uri: str):
     return client
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, token usage) unless the experiment is tagged
+# as model development; then it opens on the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(client, uri: str, name: str, root: Path) -> str:
     from mlflow.exceptions import MlflowException
 
     with _store_lock(uri):
         existing = client.get_experiment_by_name(name)
         if existing is not None:
+            if existing.tags.get("mlflow.experimentKind") is None:  # a database made by an earlier version
+                client.set_experiment_tag(existing.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
             return existing.experiment_id
         local = uri.startswith(("sqlite:", "file:"))
         location = (root / "mlartifacts" / name).as_uri() if local else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:  # created meanwhile by another process on a server
             return client.get_experiment_by_name(name).experiment_id
 
@@ -153,6 +160,31 @@ def git_commit(root: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def dataset_inputs(processed: Path) -> list:
+    """MLflow dataset inputs for the processed dataset (``prepare_data``'s output), one per split, so the UI's
+    Dataset column names what a run trained and tested on: ``<name>-<split>``, the digest of ``dataset.npz``
+    (MD5, as DVC hashes it), the split's size, and the split as the input's context. Empty before prepare_data."""
+    import hashlib
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    info, arrays = processed / "info.json", processed / "dataset.npz"
+    if not (info.is_file() and arrays.is_file()):
+        return []
+    meta = json.loads(info.read_text())
+    md5 = hashlib.md5()
+    with arrays.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            md5.update(block)
+    inputs = []
+    for split, counts in meta.get("class_counts", {}).items():
+        dataset = Dataset(name=f"{meta.get('name', 'data')}-{split}", digest=md5.hexdigest()[:16], source_type="local",
+                          source=arrays.resolve().as_uri(), profile=json.dumps({"num_rows": int(sum(counts))}))
+        inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", split)]))
+    return inputs
 
 
 def _as_param(value: Any) -> str:
@@ -283,16 +315,26 @@ class StageRun(_Run):
         client = get_client(self.uri)
         self._experiment_id = ensure_experiment(client, self.uri, self.experiment, self.root)
         close_orphans(client, self._experiment_id, self.stage)
-        tags = {"synthgap.stage": self.stage, "synthgap.dataset": self.params.data.name,
-                "synthgap.host": socket.gethostname(), "synthgap.pid": str(os.getpid())}
+        tags = self._tags()
         commit = git_commit(self.root)
         if commit:
             tags["mlflow.source.git.commit"] = commit
-        if os.environ.get("DVC_EXP_NAME"):
-            tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
         run = client.create_run(self._experiment_id, run_name=self.stage, tags=tags)
         _log_params(client, run.info.run_id, self.params.flat())
+        inputs = dataset_inputs(workspace_root() / "data" / "processed")
+        if inputs:
+            client.log_inputs(run.info.run_id, datasets=inputs)
         self._client, self._run_id = client, run.info.run_id
+
+    def _tags(self) -> dict[str, str]:
+        """Tags of the stage's run and of each child: stage, dataset, the process that owns it (for
+        :func:`close_orphans`) and the DVC experiment (``DVC_EXP_NAME``) when run by ``dvc exp run``."""
+        tags = {"synthgap.stage": self.stage, "synthgap.dataset": self.params.data.name,
+                "synthgap.host": socket.gethostname(), "synthgap.pid": str(os.getpid()),
+                "mlflow.source.name": f"stages/{self.stage.split('@')[0]}.py", "mlflow.source.type": "LOCAL"}
+        if os.environ.get("DVC_EXP_NAME"):
+            tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+        return tags
 
     def _open_in_background(self) -> None:
         try:
@@ -321,13 +363,7 @@ class StageRun(_Run):
             run = self.client.create_run(
                 self._experiment_id,
                 run_name=name,
-                tags={
-                    "mlflow.parentRunId": self.run_id,
-                    "synthgap.stage": self.stage,
-                    "synthgap.dataset": self.params.data.name,
-                    "synthgap.host": socket.gethostname(),
-                    "synthgap.pid": str(os.getpid()),
-                },
+                tags={"mlflow.parentRunId": self.run_id, **self._tags()},
             )
         child = _Run(self.client, run.info.run_id, self.uri)
         child.log_params(params)

@@ -1,4 +1,4 @@
-"""A finished LoRA finetune kept in its state file (``keep_final``) is loaded, not trained again."""
+"""A finished LoRA finetune stays in its state file until the stage commits, and a rerun loads it instead of training."""
 
 import copy
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from synthgap import staging
 from synthgap.realfake import finetune
 from synthgap.realfake.base_model import build_tiny
 from synthgap.realfake.finetune import UnetTraining, lora_state, save_adapter, train_unet
@@ -38,21 +39,23 @@ def finetuned(tmp_path, base, x, state, **kw):
     return model, projection, log, adapter
 
 
-def test_a_finished_run_is_kept_and_loaded_instead_of_trained(tmp_path, base, images, monkeypatch):
-    state = tmp_path / "state.pt"
-    model, projection, log, adapter = finetuned(tmp_path, base, images, state, state_every=3, keep_final=True)
+def test_a_finished_run_is_kept_until_the_stage_commits_and_loaded_instead_of_trained(tmp_path, base, images,
+                                                                                     monkeypatch):
+    state = tmp_path / ".synthgap" / "state" / "finetune.pt"
+    with pytest.raises(RuntimeError), staging.transaction(tmp_path):  # the stage fails after its training
+        model, projection, log, adapter = finetuned(tmp_path, base, images, state, state_every=3)
+        raise RuntimeError("a later step of the stage fails")
     assert load_state(state, {"cfg": finetune.asdict(SETTINGS), "seed": 1, "n": 32, "world": 1}, "cpu")["step"] == 4
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(finetune, "diffusion_loss", no_training)
-    again, projection2, log2, adapter2 = finetuned(tmp_path, base, images, state, state_every=3, keep_final=True)
-    assert state.exists()  # kept until the caller (the stage) deletes it
-    assert log2 == log and adapter2.read_bytes() == adapter.read_bytes()
+    with staging.transaction(tmp_path):  # the rerun loads the finished result, and the stage succeeds
+        again, projection2, log2, adapter2 = finetuned(tmp_path, base, images, state, state_every=3)
+        assert state.exists()  # until the outputs are in place
+    assert not state.exists()
+    assert log2 == log
     assert all(torch.equal(a, b) for a, b in zip(lora_state(model.unet).values(), lora_state(again.unet).values()))
     assert projection is not None and all(torch.equal(a, b) for a, b in zip(projection.state_dict().values(),
                                                                             projection2.state_dict().values()))
-
-    _, _, log3, _ = finetuned(tmp_path, base, images, state)  # without keep_final the finished state is used up
-    assert log3 == log and not state.exists()

@@ -25,6 +25,7 @@ from synthgap.realfake.base_model import BaseModel, encode_prompts, to_model_pix
 from synthgap.realfake.guidance import insert_guidance, make_projection
 from synthgap.realfake.losses import diffusion_loss, distribution_loss, min_snr_weights
 from synthgap.seeding import derive_seed, torch_generator
+from synthgap.staging import remove_after_commit
 from synthgap.train.state import load_state, restore, save_state
 
 
@@ -141,13 +142,12 @@ def train_unet(
     log_every: int = 50,
     on_log: Callable[[dict], None] | None = None,
     desc: str = "finetune_lora",
-    keep_final: bool = False,
 ) -> tuple[torch.nn.Module | None, list[dict]]:
     """Train ``model.unet`` (LoRA adapter, or all of it with ``cfg.lora=None``) on images ``x_uint8`` with one
     prompt per image and optional per-image guidance tokens. Returns (guidance projection, loss log); the
-    adapter stays attached to ``model.unet``. The state file is deleted at the end, unless ``keep_final``:
-    then it holds the finished result (step ``cfg.steps``), which a rerun returns without training, until
-    the caller deletes it."""
+    adapter stays attached to ``model.unet``. The finished result (step ``cfg.steps``) is written to the state
+    file, which is removed once the stage's outputs are in place (:func:`synthgap.staging.remove_after_commit`):
+    a stage that fails after this training loads it instead of training again."""
     from accelerate import Accelerator
 
     device = torch.device(device)
@@ -234,12 +234,12 @@ def train_unet(
             if on_log is not None and accelerator.is_main_process:
                 on_log(record)
         periodic = state_every and done % state_every == 0 and done < cfg.steps
-        if state_path is not None and (periodic or keep_final and done == cfg.steps) and accelerator.is_main_process:
+        if state_path is not None and (periodic or done == cfg.steps) and accelerator.is_main_process:
             saved = {"unet": unet} if cfg.lora is None else {"lora": lora_state(unet)}
             save_state(state_path, fingerprint, step=done, history=history, optimizer=opt,
                        **saved, **({"projection": projection} if projection is not None else {}))
     accelerator.wait_for_everyone()
     unet.eval().requires_grad_(False)
-    if state_path is not None and not keep_final and accelerator.is_main_process:
-        state_path.unlink(missing_ok=True)
+    if state_path is not None and accelerator.is_main_process:  # kept until the stage's outputs are in place
+        remove_after_commit(state_path)
     return projection, history
