@@ -4,28 +4,48 @@ Uses the first generator seed's choice from ``reports/gafi/tune_threshold/seed_<
 ``gafi.checkpoint``, ``gafi.stddev``, ``gafi.threshold`` that is set overrides the search, so single points
 run as experiments: ``dvc exp run -S gafi.stddev=1.6``. The set is regenerated every
 ``gafi.accurate_recycle`` epochs (N = 1 in the paper).
+
+Also measures generator quality (FID / IS / KID, :mod:`synthgap.gafi.quality`) of this generator and of
+cas_multi's other generators at their chosen checkpoints, with ``gafi.quality.images`` images (0: skipped), into
+``quality`` of the JSON and the stage's metrics (``<variant>_<fid|is|kid>_g<seed>``).
 """
 
 from __future__ import annotations
 
+from synthgap.equivalence.quality import check_inception_weights
 from synthgap.errors import run_main
 from synthgap.gafi.pipeline import Cell, Member, read_choice
+from synthgap.gafi.quality import measure_generators
+from synthgap.paths import repo_root
 from stages.common import run_gafi_grid
 
 STAGE = "cas_final"
 
 
+def member(ctx, reports, seed):
+    """The search's choice for generator ``seed``; for the first one, ``gafi.checkpoint / stddev / threshold`` override."""
+    cfg, choice = ctx.cfg, read_choice(reports / "tune_threshold" / f"seed_{seed}.json")
+    first = seed == cfg.generator_seeds[0]
+    pick = lambda key: choice[key] if not first or getattr(cfg, key) is None else getattr(cfg, key)  # noqa: E731
+    return Member(seed, pick("checkpoint"), pick("stddev"), pick("threshold"))
+
+
 def cells(ctx, reports):
-    cfg, seed = ctx.cfg, ctx.cfg.generator_seeds[0]
-    choice = read_choice(reports / "tune_threshold" / f"seed_{seed}.json")
-    member = Member(
-        seed,
-        choice["checkpoint"] if cfg.checkpoint is None else cfg.checkpoint,
-        choice["stddev"] if cfg.stddev is None else cfg.stddev,
-        choice["threshold"] if cfg.threshold is None else cfg.threshold,
-    )
-    return [Cell("gafi", (member,), cfg.accurate_recycle)]
+    return [Cell("gafi", (member(ctx, reports, ctx.cfg.generator_seeds[0]),), ctx.cfg.accurate_recycle)]
+
+
+def quality(ctx, reports, run):
+    """Generator quality of this stage's generator and cas_multi's others (their searched choices)."""
+    if not ctx.cfg.quality.images:
+        return {}
+    weights = ctx.cfg.quality.inception_weights and repo_root() / ctx.cfg.quality.inception_weights
+    if weights:
+        check_inception_weights(weights, "gafi.quality.inception_weights")
+    seeds = ctx.cfg.generator_seeds[: max(ctx.cfg.num_generators)]
+    rows = measure_generators(ctx, [member(ctx, reports, s) for s in seeds], weights)
+    run.log_metrics({f"{r['variant']}_{k}_g{r['generator_seed']}": r[k] for r in rows for k in ("fid", "is", "kid")})
+    return {"quality": rows}
 
 
 if __name__ == "__main__":
-    run_main(lambda: run_gafi_grid(STAGE, cells))
+    run_main(lambda: run_gafi_grid(STAGE, cells, quality))

@@ -42,9 +42,10 @@ def gafi_foreach_params(stage: str) -> tuple[StageParams, int, Path]:
     return replace(params, stage=f"{stage}@{seed}"), seed, workspace
 
 
-def run_gafi_grid(stage: str, make_cells) -> dict | None:
+def run_gafi_grid(stage: str, make_cells, extra=None) -> dict | None:
     """Run a non-foreach GaFi grid stage: ``make_cells(ctx, reports)`` lists the cells; the rows and the best
-    cell go to ``reports/gafi/<stage>.json`` and to one parent MLflow run with a child run per cell."""
+    cell go to ``reports/gafi/<stage>.json`` and to one parent MLflow run with a child run per cell.
+    ``extra(ctx, reports, run)``, if given, returns more keys for that JSON (computed before the grid)."""
     from synthgap.gafi.pipeline import GafiContext, run_grid, write_grid
     from synthgap.runtime import resolve_device
     from synthgap.tracking import StageRun
@@ -58,7 +59,8 @@ def run_gafi_grid(stage: str, make_cells) -> dict | None:
             write_grid(reports / f"{stage}.json", [], None)
             print(f"{stage}: nothing to run")
             return None
-        best = run_grid(ctx, run, stage, cells, reports / f"{stage}.json")
+        more = extra(ctx, reports, run) if extra else {}
+        best = run_grid(ctx, run, stage, cells, reports / f"{stage}.json", **more)
         print(f"{stage}: best {best['cell']}, CAS {best['cas']:.2f}")
         return best
 

@@ -19,7 +19,8 @@ from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
 from synthgap.realfake.pipeline import adapter_path, finetune_settings, load_model, prompts_for
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
-from synthgap.train.classifier import state_file, to_device_tensors
+from synthgap.train.classifier import to_device_tensors
+from synthgap.train.state import state_file
 from stages.common import realfake_params
 
 STAGE = "finetune_lora"

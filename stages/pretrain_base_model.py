@@ -21,7 +21,8 @@ from synthgap.realfake.pipeline import STAND_IN, prompts_for
 from synthgap.realfake.synthesis import NEGATIVE_PROMPT
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
-from synthgap.train.classifier import state_file, to_device_tensors
+from synthgap.train.classifier import to_device_tensors
+from synthgap.train.state import state_file
 from stages.common import realfake_params
 
 STAGE = "pretrain_base_model"

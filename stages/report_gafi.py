@@ -1,6 +1,10 @@
 """Stage report_gafi: Tables 1-4 (CSV + Markdown) and Figures 2-3 under reports/gafi/, from the stages' outputs,
 with every cell a mean and 95 % interval over trials, and the paper's comparisons as paired differences with a verdict
-(``reports/gafi/comparisons.md``; headline numbers and comparisons in ``reports/gafi/summary.json``)."""
+(``reports/gafi/comparisons.md``; headline numbers and comparisons in ``reports/gafi/summary.json``).
+
+Table 4 quotes the paper's published rows (``src/synthgap/gafi/published_table4.csv``) under ours and, in its Markdown,
+all five datasets'. Real Data follows the CAS protocol of ``gafi.select_on``: the final test top-1 (val), or the
+best test top-1 over epochs (test). ``reports/gafi/generator_quality.*``: FID / IS / KID from cas_final."""
 
 from __future__ import annotations
 
@@ -28,21 +32,30 @@ def main() -> None:
     gafi, reports = params.section, workspace / "reports" / "gafi"
     with StageRun(params, experiment="gafi") as run:
         dataset = json.loads((workspace / "data" / "processed" / "info.json").read_text())["name"]
-        real = read(workspace / "reports" / "train_reference" / "trials.json")["summary"][0]["test_top1_trials"]
+        real = report.real_data(read(workspace / "reports" / "train_reference" / "trials.json")["summary"][0], gafi.select_on)
+        published = report.read_published()
         baseline = read(reports / "cas_baseline.json")["best"]
-        final = read(reports / "cas_final.json")["best"]
+        final_json = read(reports / "cas_final.json")
+        final = final_json["best"]
         multi = read(reports / "cas_multi.json")["rows"]
         grids = {name: read(reports / f"{name}.json")["rows"] for name in ("ablate_filtering", "ablate_recycle", "ablate_stddev")}
         tables = {
             "table1": report.table1(dataset, baseline, grids["ablate_filtering"]),
             "table2": report.table2(dataset, baseline, grids["ablate_recycle"]),
             "table3": report.table3(dataset, final),
-            "table4": report.table4(dataset, real, baseline, final, multi),
+            "table4": report.table4(dataset, real, baseline, final, multi, published),
         }
+        appendix = {"table4": markdown(report.published_table4(published), "Published GaFi Table 4, quoted (CAS, %; "
+                                       "in brackets the gap to Real Data), all five datasets")}
         for name, rows in tables.items():
             title = f"GaFi {name.replace('table', 'Table ')} (CAS, %: mean ± 95 % interval over {params.trials} trials)"
-            for path in write_table(rows, reports / name, title):
+            for path in write_table(rows, reports / name, title, appendix.get(name, "")):
                 run.log_artifact(path, "tables")
+        quality = final_json.get("quality", [])
+        quality_rows = report.quality_table(quality) or [{"Note": "none in cas_final.json (gafi.quality.images: 0?)"}]
+        for path in write_table(quality_rows, reports / "generator_quality",
+                                f"GaFi generator quality ({dataset}, chosen checkpoints; cas_final)"):
+            run.log_artifact(path, "tables")
         fig2 = report.figure2(grids["ablate_stddev"], reports / "figure2.png", dataset)
         per_seed = {s: read(reports / "select_checkpoint" / f"seed_{s}.json")["rows"] for s in gafi.generator_seeds}
         fig3 = report.figure3(per_seed, reports / "figure3.png", dataset)

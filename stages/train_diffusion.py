@@ -11,7 +11,8 @@ from synthgap.models.unet import UNetSpec
 from synthgap.paths import atomic_write_csv, repo_root
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
-from synthgap.train.classifier import state_file, to_device_tensors
+from synthgap.train.classifier import to_device_tensors
+from synthgap.train.state import state_file
 from synthgap.train.diffusion import save_denoiser, train_diffusion
 from stages.common import base_subset, equivalence_foreach_params
 

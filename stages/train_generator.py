@@ -2,11 +2,13 @@
 
 Writes the EMA generator every ``gafi.gan.checkpoint_every`` epochs to
 ``models/train_generator/seed_<seed>/epoch_XXXX.pt`` and its history and samples to
-``reports/gafi/train_generator/``. Killed runs resume from ``.synthgap/state/`` when rerun.
+``reports/gafi/train_generator/``. Killed runs resume from ``.synthgap/state/`` when rerun. With
+``gafi.gan.merge_train_val`` the GAN trains on the train and validation splits together, as the official code.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from synthgap.distributed import is_main
@@ -20,7 +22,8 @@ from synthgap.plots import sample_grid
 from synthgap.runtime import resolve_device
 from synthgap.staging import write_through
 from synthgap.tracking import StageRun
-from synthgap.train.classifier import state_file, to_device_tensors
+from synthgap.train.classifier import to_device_tensors
+from synthgap.train.state import state_file
 from synthgap.train.gan import list_checkpoints, load_generator, train_gan
 from stages.common import gafi_foreach_params
 
@@ -32,7 +35,7 @@ def main() -> None:
     with StageRun(params, experiment="gafi") as run:
         data = load_processed(workspace / "data" / "processed")
         h, _, c = data.image_shape
-        arch = cfg.model_dump(include={"z_dim", "shared_dim", "g_width", "d_width", "depth", "attention_resolution"})
+        arch = cfg.model_dump(include={"z_dim", "shared_dim", "g_width", "d_width", "depth", "attention_resolution", "blocks"})
         spec = GanSpec(data.num_classes, h, c, **arch, dataset=data.name)
         identity = {"gan": cfg.model_dump(), "data": params.data.model_dump(), "generator_seed": gseed}
         out, state = generator_dir(workspace, gseed), state_file(repo_root(), stage, identity)
@@ -40,7 +43,11 @@ def main() -> None:
         if not state.exists() and is_main():  # a fresh start: drop checkpoints of an earlier, different run
             for old in list_checkpoints(out).values():
                 old.unlink(missing_ok=True)
-        x, y = to_device_tensors(data.x_train, data.y_train, device)
+        x, y = data.split("train")
+        if cfg.merge_train_val:  # the official code's GAN sees the validation images too
+            x_val, y_val = data.split("val")
+            x, y = np.concatenate([x, x_val]), np.concatenate([y, y_val])
+        x, y = to_device_tensors(x, y, device)
         history = train_gan(spec, x, y, cfg, seed=gseed, device=device, out_dir=out,
                             state_path=state, desc=stage, on_epoch=lambda r: run.log_metrics(r, step=r["epoch"]))
         reports = workspace / "reports" / "gafi" / "train_generator"
@@ -50,7 +57,8 @@ def main() -> None:
         labels = torch.arange(data.num_classes).repeat_interleave(8)
         images = generate(generator, labels, candidate_seeds(0, 0, 0, len(labels), "preview"), 1.0)
         sample_grid(images, 8, reports / f"seed_{gseed}.png", f"{stage}: EMA generator, epoch {last}, one row per class")
-        run.log_metrics({"d_loss": history[-1]["d_loss"], "g_loss": history[-1]["g_loss"], "checkpoints": len(list_checkpoints(out))})
+        final = {k: history[-1][k] for k in ("d_loss", "g_loss", "g_steps", "d_steps")}
+        run.log_metrics(final | {"checkpoints": len(list_checkpoints(out))})
         run.log_metrics({"train_seconds": sum(r["seconds"] for r in history)}, timing=True)
         run.log_artifact(reports / f"seed_{gseed}.png")
 

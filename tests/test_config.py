@@ -14,6 +14,43 @@ from synthgap.errors import UserError
 from tests.conftest import REPO
 
 
+def unwritten_keys(model: type, written: dict, where: str = "") -> list[str]:
+    """Dotted keys of ``model`` (a config class) that the YAML mapping ``written`` leaves to the code's default."""
+    from pydantic import BaseModel
+
+    missing = []
+    for name, field in model.model_fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in written:
+            missing.append(key)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) and isinstance(written[name], dict):
+            missing += unwritten_keys(field.annotation, written[name], key)
+    return missing
+
+
+@pytest.mark.parametrize("path", [REPO / "params.yaml", *sorted((REPO / "params").glob("*.yaml"))],
+                         ids=lambda p: p.name)
+def test_every_setting_is_written_in_each_params_file(path: Path):
+    """No default lives only in code: DVC tracks params.yaml, not config.py, so a default changed in code alone
+    would rerun nothing."""
+    import yaml
+
+    from synthgap.config import CommonParams
+
+    written = yaml.safe_load(path.read_text())
+    missing = unwritten_keys(CommonParams, written)
+    for section, model in SECTIONS.items():
+        missing += unwritten_keys(model, written.get(section) or {}, section)
+    assert missing == []
+
+
+def test_unwritten_keys_finds_nested_gaps():
+    assert unwritten_keys(TrainReferenceConfig, {"classifier": {"model": {}, "train": {"epochs": 3}}, "filter": None}) == [
+        *(f"classifier.model.{k}" for k in ("arch", "width", "vit_image_size", "shortcut", "init")),
+        *(f"classifier.train.{k}" for k in TrainConfig.model_fields if k != "epochs"),
+    ]
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(text)

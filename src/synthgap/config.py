@@ -70,7 +70,8 @@ class DataConfig(Section):
         None,
         ge=4,
         le=1024,
-        description="imagefolder only: resize the shorter side to this and centre-crop to a square. "
+        description="imagefolder: resize the shorter side to this and centre-crop to a square; npz: resize "
+        "(Lanczos) to this square size, e.g. 28 -> 32 for the GAN, whose image size must be 4 * 2^k. "
         "Null keeps the files' size (all images must then share one size).",
     )
 
@@ -95,6 +96,15 @@ class ModelConfig(Section):
     vit_image_size: StrictInt = Field(
         224, ge=32, le=1024, multiple_of=32, description="vit_b_32: inputs are resized to this size."
     )
+    shortcut: Literal["B", "A"] = Field(
+        "B", description="CIFAR ResNets, where a block halves the size: B a 1x1 conv + BN projection; A (GaFi code, "
+        "He et al.) parameter-free, stride-2 subsampling with the new channels zero-padded."
+    )
+    init: Literal["kaiming_fan_out", "he_normal"] = Field(
+        "kaiming_fan_out", description="CIFAR ResNets: kaiming_fan_out = normal conv weights with std sqrt(2/fan_out), "
+        "torch-default head; he_normal (GaFi code, Keras HeNormal) = conv and head weights truncated normal (2 std) "
+        "with std sqrt(2/fan_in), zero head bias."
+    )
 
 
 class TrainConfig(Section):
@@ -104,6 +114,10 @@ class TrainConfig(Section):
     momentum: Float = Field(0.9, ge=0, lt=1)
     nesterov: StrictBool = Field(True, description="Nesterov momentum (the GaFi code uses it).")
     weight_decay: Float = Field(1e-4, ge=0, lt=1)
+    optimizer: Literal["sgd", "sgdw"] = Field(
+        "sgd", description="sgd: weight decay as an L2 term in the gradient (scaled by the lr); sgdw (GaFi code, "
+        "tfa SGDW): decoupled, every step multiplies each weight by 1 - weight_decay, not scaled by the lr schedule."
+    )
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
     milestones: tuple[StrictInt, ...] = Field(
         (60, 80), description="multistep: epochs at which lr is multiplied by `gamma`."
@@ -114,6 +128,11 @@ class TrainConfig(Section):
     crop_padding: StrictInt = Field(4, ge=0, le=64, description="Zero-pad by this many pixels, then crop back.")
     flip: StrictBool = Field(True, description="Random horizontal flip.")
     cutout: StrictInt = Field(0, ge=0, le=256, description="Side of the zeroed square; 0 disables cutout.")
+    erasing: StrictBool = Field(
+        False, description="Random erasing, last augmentation (GaFi code: keras_cv RandomCutout): in every image a "
+        "rectangle, each side 20-50 % of the image, centred at a uniform pixel and clipped at the border, is filled "
+        "with Gaussian noise min-max scaled to the image's own pixel range."
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 also on CPU (fast with AMX); fp32 for strict runs."
     )
@@ -126,6 +145,10 @@ class TrainConfig(Section):
         16, ge=1, le=1024, description="Train up to this many classifiers of one CIFAR-ResNet shape (the trials "
         "of a cell, the cells of a grid) as one stacked network (grouped convolutions); 1 trains them one by one. "
         "Each model's result equals its run alone up to float rounding.",
+    )
+    restore_best: StrictBool = Field(
+        False, description="Score the val split after every epoch and end with the weights of the epoch with the "
+        "best val top-1 (the first of ties; GaFi code: checkpoint on val_accuracy); needs a val split.",
     )
 
     @model_validator(mode="after")
@@ -156,6 +179,10 @@ class PrepareDataConfig(Section):
 
 class TrainReferenceConfig(Section):
     classifier: ClassifierConfig = ClassifierConfig()
+    filter: ClassifierConfig | None = Field(
+        None, description="GaFi's sample filter trained with its own recipe (the GaFi code: 300 epochs, the "
+        "best-validation weights) and saved as models/train_reference/classifier.pt; null: trial 0 of the Real "
+        "Data classifiers is the filter.")
 
 
 def check_grid(name: str, values: tuple, ok, rule: str) -> None:
@@ -168,7 +195,8 @@ def check_grid(name: str, values: tuple, ok, rule: str) -> None:
 
 class GanConfig(Section):
     """BigGAN-deep size and training (GaFi code: z 128, shared 128, width 128, depth 2, attention,
-    Adam 2e-4 (0.5, 0.999) eps 1e-6, 3 D steps per G step, EMA 0.9999 from iteration 1000)."""
+    Adam 2e-4 (0.5, 0.999) eps 1e-6, 3 D steps on each real batch of 192 then 1 G step, EMA 0.9999 after
+    iteration 1000, flips, train + validation, fake labels = real labels)."""
 
     z_dim: StrictInt = Field(128, ge=1, le=4096)
     shared_dim: StrictInt = Field(128, ge=1, le=4096, description="Shared class-embedding size.")
@@ -176,15 +204,44 @@ class GanConfig(Section):
     d_width: StrictInt = Field(128, ge=1, le=2048, description="Discriminator base width (stages use 4x).")
     depth: StrictInt = Field(2, ge=1, le=8, description="Residual blocks per resolution.")
     attention_resolution: StrictInt = Field(16, ge=0, description="Self-attention at this size; 0 disables.")
+    blocks: Literal["studiogan", "compact"] = Field(
+        "studiogan", description="Residual block layout: 'studiogan' (the GaFi code's: learned 1x1 skips, D stem at "
+        "base width, pool before the last ReLU) or 'compact' (lighter: identity skips, D stem at 4x width)."
+    )
     epochs: StrictInt = Field(500, ge=1)
-    batch_size: StrictInt = Field(64, ge=2, description="64 in the GaFi code (192 in the paper text).")
+    batch_size: StrictInt = Field(
+        192, ge=2, description="Real images per step, used by all d_steps D updates and the G update. 192 in the "
+        "paper text and in effect in the official code: its config says batch_size 64 but train_gan.py feeds "
+        "batches of 64 x d_updates_per_step 3 = 192, each used whole by every D step (split_batch_d_steps False).",
+    )
     lr_g: Float = Field(2e-4, gt=0, le=1)
     lr_d: Float = Field(2e-4, gt=0, le=1)
     betas: tuple[Float, Float] = Field((0.5, 0.999))
     eps: Float = Field(1e-6, gt=0)
-    d_steps: StrictInt = Field(3, ge=1, le=20, description="Discriminator steps per generator step.")
-    ema_decay: Float = Field(0.9999, ge=0, lt=1)
-    ema_start: StrictInt = Field(1000, ge=0, description="Generator step at which the EMA starts averaging.")
+    d_steps: StrictInt = Field(
+        3, ge=1, le=20, description="Discriminator updates on each real batch (fresh latents each) before its one "
+        "generator update (paper and official d_updates_per_step: 3).",
+    )
+    random_labels: bool = Field(
+        False, description="Fake labels: false = the real batch's labels for the D fake passes and the G pass "
+        "(official random_labels: False); true = uniform random labels drawn for every step.",
+    )
+    flip: bool = Field(
+        True, description="Mirror each real image left-right with probability 1/2 (official horizontal_flip: "
+        "True; paper section 4).",
+    )
+    merge_train_val: bool = Field(
+        True, description="Train the GAN on train + validation splits (official merge_train_val: True). With "
+        "gafi.select_on: val the checkpoint/stddev/threshold selection then scores images the GAN was trained on.",
+    )
+    ema_decay: Float = Field(
+        0.9999, ge=0, lt=1, description="EMA decay of G: 0.9999 in the paper text and the official config at HEAD "
+        "(its first release said 0.999, fixed as a typo in commit 0f80431).",
+    )
+    ema_start: StrictInt = Field(
+        1000, ge=0, description="The EMA is a plain copy of G up to this generator step and an average after it "
+        "(official g_ema_start).",
+    )
     checkpoint_every: StrictInt = Field(1, ge=1, description="Save the EMA generator every k epochs.")
     state_every: StrictInt = Field(1, ge=1, description="Write resumable training state every k epochs.")
 
@@ -219,6 +276,17 @@ class AblationConfig(Section):
         return self
 
 
+class GeneratorQualityConfig(Section):
+    """cas_final: FID / IS / KID of the chosen generator checkpoints against the real test split."""
+
+    images: StrictInt = Field(10_000, ge=0, description="Generated images per measurement, and real test images "
+                              "(at most the test split); 0: no quality measurement.")
+    inception_weights: StrictStr | None = Field(
+        None, description="torch-fidelity's pt_inception-2015-12-05-6726825d.pth (relative to the repo root); "
+        "null: FID / IS / KID in the filter classifier's feature space (not comparable with published numbers).")
+    batch_size: StrictInt = Field(100, ge=1, le=4096, description="Images per Inception forward pass.")
+
+
 class GafiConfig(Section):
     generator_seeds: tuple[StrictInt, ...] = Field((0, 1, 2, 3, 4, 5), min_length=1, description="One GAN per seed.")
     gan: GanConfig = GanConfig()
@@ -238,6 +306,7 @@ class GafiConfig(Section):
     stddev: Float | None = Field(None, gt=0, description="cas_final: force this noise stddev (Expansion Trick).")
     threshold: Float | None = Field(None, ge=0, lt=1, description="cas_final: force this filter threshold.")
     ablation: AblationConfig = AblationConfig()
+    quality: GeneratorQualityConfig = Field(GeneratorQualityConfig(), description="Generator quality in cas_final.")
 
     @model_validator(mode="after")
     def _generators(self) -> GafiConfig:

@@ -50,13 +50,11 @@ def _raise_interrupted(signum: int, frame) -> None:
 
 
 def _kept_state(stage: str) -> list[str]:
-    """Resumable state files of this stage (``.synthgap/state/<stage>-*``) that exist now."""
+    """Resumable state files of this stage that exist now."""
     from synthgap.paths import repo_root
+    from synthgap.train.state import saved_states
 
-    folder = repo_root() / ".synthgap" / "state"
-    if not stage or not folder.is_dir():
-        return []
-    return sorted(str(p) for p in folder.glob(f"{stage}-*") if p.is_file() and not p.name.startswith("."))
+    return [str(p) for p in saved_states(repo_root(), stage)]
 
 
 def run_main(main: Callable[[], object]) -> None:

@@ -24,9 +24,9 @@ def markdown(rows: list[dict], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: list[dict], stem: Path, title: str = "") -> list[Path]:
-    """``stem.csv`` and ``stem.md``; returns both paths."""
+def write_table(rows: list[dict], stem: Path, title: str = "", appendix: str = "") -> list[Path]:
+    """``stem.csv`` and ``stem.md`` (followed by ``appendix``, e.g. a second table); returns both paths."""
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
     atomic_write_csv(csv_path, rows)
-    atomic_write_text(md_path, markdown(rows, title))
+    atomic_write_text(md_path, markdown(rows, title) + (f"\n{appendix}" if appendix else ""))
     return [csv_path, md_path]

@@ -13,25 +13,9 @@ import pytest
 from synthgap.data import load_dataset
 from synthgap.data.formats import read_cifar_batch, read_cifar_meta
 from synthgap.errors import UserError
+from tests.preset_data import Py2Pickler
 
 RNG = np.random.default_rng(0)
-
-
-class Py2Pickler(pickle._Pickler):
-    """Protocol 2 as Python 2's cPickle wrote the official CIFAR files: bytes and str (numpy's dtype codes)
-    as Python 2 ``str`` (SHORT_BINSTRING / BINSTRING, no ``_codecs.encode`` global)."""
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_str2(self, obj: bytes | str) -> None:
-        obj = obj.encode("ascii") if isinstance(obj, str) else obj
-        if len(obj) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = dispatch[str] = save_str2
 
 
 def dump(obj: object, path: Path, protocol: str) -> None:

@@ -231,3 +231,23 @@ def test_raw_path_is_anchored_at_the_root(tmp_path):
     assert raw_path("cifar10", None, tmp_path) == tmp_path / "data" / "raw" / "cifar10"
     assert raw_path("npz", "x/d.npz", tmp_path) == tmp_path / "x" / "d.npz"
     assert raw_path("npz", "/abs/d.npz", tmp_path) == Path("/abs/d.npz")
+
+
+def test_npz_of_28_px_images_is_resized_to_data_image_size(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.array([0, 1, 0, 1]), x_test=x[:2], y_test=np.array([0, 1]))
+    ds = load_dataset("npz", tmp_path / "d.npz", download=False, image_size=32)
+    assert ds.x_train.shape == (4, 32, 32, 1) and ds.x_test.shape == (2, 32, 32, 1)
+    expected = np.asarray(Image.fromarray(x[1], "L").resize((32, 32), Image.Resampling.LANCZOS))
+    assert np.array_equal(ds.x_train[1, :, :, 0], expected)
+    assert load_dataset("npz", tmp_path / "d.npz", download=False).x_train.shape == (4, 28, 28, 1)
+
+
+def test_a_gan_for_28_px_images_stops_with_the_fix():
+    from synthgap.errors import UserError
+    from synthgap.models.biggan import GanSpec
+
+    with pytest.raises(UserError, match="4 \\* 2\\^k.*these are 28 px") as info:
+        GanSpec(num_classes=10, image_size=28, channels=1)
+    assert "data.image_size" in info.value.line()

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,13 @@ from synthgap.equivalence.quality import (
     check_inception_weights,
     diversity,
     domain_accuracy,
+    extract_features,
     frechet_distance,
+    generator_quality,
+    inception_score_of,
     inception_scores,
+    kernel_distance,
+    mmd2_unbiased,
 )
 from synthgap.errors import UserError
 from synthgap.models import ClassifierSpec, build_classifier
@@ -83,6 +90,7 @@ def inception_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # the real Inception-v3 at 299 px on a CPU; the arithmetic is covered by the known-answer test below
 def test_fid_and_inception_score_from_a_local_weights_file(inception_file):
     gen = torch.Generator().manual_seed(0)
     real = torch.randint(0, 256, (24, 1, 8, 8), generator=gen, dtype=torch.uint8)
@@ -153,4 +161,51 @@ def test_inception_score_and_fid_known_answers(tmp_path, monkeypatch):
     mean_r, mean_s = real.double().mean((1, 2, 3)).numpy(), synthetic.double().mean((1, 2, 3)).numpy()
     expected = (mean_r.mean() - mean_s.mean()) ** 2 + (mean_r.std(ddof=1) - mean_s.std(ddof=1)) ** 2
     assert out["fid"] == pytest.approx(expected, rel=1e-4)
+    one_d = lambda x: np.pad(x.double().mean((1, 2, 3)).numpy()[:, None], ((0, 0), (0, 2047)))  # noqa: E731
+    assert out["kid"] == pytest.approx(direct_mmd2(one_d(real), one_d(synthetic)), rel=1e-6)
+    assert out["kid_std"] == pytest.approx(0.0, abs=1e-9)  # 24 of 24 in every subset
     assert {m.weights for m in StandInInception.created} == {str(weights)}  # every network from the local file
+
+
+def direct_mmd2(a, b):
+    """Unbiased MMD^2 term by term (Binkowski et al. 2018, eq. 4) with k(x, y) = (x.y / d + 1)^3."""
+    k = lambda x, y: (float(np.dot(x, y)) / len(x) + 1) ** 3  # noqa: E731
+    m, n = len(a), len(b)
+    aa = sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    bb = sum(k(b[i], b[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    return aa + bb - 2 * sum(k(x, y) for x in a for y in b) / (m * n)
+
+
+def test_kid_is_the_unbiased_mmd_with_the_cubic_kernel():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.normal(loc=0.5, size=(4, 3))
+    assert mmd2_unbiased(a, b) == pytest.approx(direct_mmd2(a, b), rel=1e-12)
+    # by hand: k(0, 3) = 1, k(1, 1) = 8, k(0, 1) = 1, k(3, 1) = 64: 1 + 8 - 2 (1 + 1 + 64 + 64) / 4 = -56
+    assert mmd2_unbiased(np.array([[0.0], [3.0]]), np.array([[1.0], [1.0]])) == pytest.approx(-56.0)
+    kid, std = kernel_distance(a, b, subset_size=100)  # subsets of min(100, 5, 4) = 4: 4 of a's 5 rows, all of b
+    each = [direct_mmd2(a[list(rows)], b) for rows in itertools.combinations(range(5), 4)]
+    assert std > 0 and min(each) <= kid <= max(each)
+    assert kernel_distance(a[:4], b) == pytest.approx((direct_mmd2(a[:4], b), 0.0), abs=1e-9)  # every subset is all
+    from torchmetrics.image.kid import poly_mmd
+
+    torchmetrics_kid = float(poly_mmd(torch.from_numpy(a[:4]), torch.from_numpy(b)))  # it needs equal sizes
+    assert mmd2_unbiased(a[:4], b) == pytest.approx(torchmetrics_kid, rel=1e-9)
+
+
+def test_inception_score_of_confident_even_and_uniform_predictions():
+    confident = np.eye(4)[np.repeat(np.arange(4), 10)]  # class blocks
+    assert inception_score_of(confident, splits=1) == pytest.approx((4.0, 0.0))
+    assert 3.0 < inception_score_of(confident, splits=2)[0] <= 4.0  # shuffled splits (class blocks would give 2)
+    assert inception_score_of(np.full((10, 4), 0.25), splits=2) == pytest.approx((1.0, 0.0))
+
+
+def test_generator_quality_without_inception_uses_the_classifier_space():
+    model = build_classifier(ClassifierSpec("resnet20", 4, 1, 8, width=4, mean=(0.5,), std=(0.2,))).eval()
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (40, 1, 8, 8), generator=gen, dtype=torch.uint8)
+    same = generator_quality(real, real.clone(), model)
+    dark = generator_quality(real, (real // 4).to(torch.uint8), model)
+    assert same["features"] == "classifier" and abs(same["fid"]) < 1e-6 < dark["fid"]
+    assert same["kid"] < dark["kid"] and 1.0 <= dark["is"] <= 4.0
+    features = extract_features(model, real)
+    assert same["kid"] == pytest.approx(kernel_distance(features, features)[0])

@@ -1,7 +1,9 @@
 import torch
 
-from synthgap.gafi.filtering import filtered_sample, keep_mask
+from synthgap.gafi.filtering import filter_probs, filtered_sample, keep_mask
 from synthgap.gafi.sampling import balanced_counts, candidate_seeds, generate, split_quota
+from synthgap.metrics import predict_logits
+from synthgap.models import ClassifierSpec, build_classifier
 from synthgap.models.biggan import GanSpec, Generator
 
 
@@ -99,3 +101,17 @@ def test_saved_sets_keep_labels_with_images(tmp_path):
         assert saved["x_train"].shape == (6, 8, 8, 1) and saved["y_train"].tolist() == [0, 0, 1, 2, 2, 2]
         np.testing.assert_array_equal(saved["x_train"], x.permute(0, 2, 3, 1).numpy())
         assert saved["class_names"].tolist() == ["a", "b", "c"]
+
+
+def test_filter_probabilities_are_fp32_even_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierSpec("resnet20", 3, 1, 8, width=4, mean=(0.5,), std=(0.3,))).eval()
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    with torch.no_grad():
+        reference = torch.softmax(model(images.float() / 255.0), dim=1)  # a plain fp32 forward pass
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        probs = filter_probs(model, images, batch_size=16)
+        bf16 = torch.softmax(predict_logits(model, images, 16, precision="auto"), dim=1)  # what autocast alone gives
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs, reference, rtol=1e-6, atol=1e-7)
+    assert (bf16 - reference).abs().max() > 1e-4  # bf16 would have moved them

@@ -1,6 +1,8 @@
 import pytest
 import torch
+from torch import nn
 
+import synthgap.train.gan as gan_module
 from synthgap.config import GanConfig
 from synthgap.errors import UserError
 from synthgap.models.biggan import Discriminator, GanSpec, Generator
@@ -33,6 +35,100 @@ def test_ema_arithmetic():
         torch.testing.assert_close(new, 0.75 * old + 0.25 * target)
     ema_update(a, b, decay=0.0)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_ema_averages_float_buffers_and_copies_integer_ones():
+    def net(mean, var, tracked):
+        module = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        bn = module[1]
+        bn.running_mean.copy_(torch.tensor(mean)), bn.running_var.copy_(torch.tensor(var))
+        bn.num_batches_tracked.fill_(tracked)
+        return module
+
+    ema, model = net([0.0, 4.0], [1.0, 3.0], 5), net([2.0, 0.0], [5.0, 7.0], 9)
+    ema_update(ema, model, decay=0.75, average_buffers=True)
+    bn = ema[1]  # 0.75 * ema + 0.25 * model, worked by hand
+    assert bn.running_mean.tolist() == [0.5, 3.0] and bn.running_var.tolist() == [2.0, 4.0]
+    assert bn.num_batches_tracked.item() == 9
+    ema, model = net([0.0, 4.0], [1.0, 3.0], 5), net([2.0, 0.0], [5.0, 7.0], 9)
+    ema_update(ema, model, decay=0.75)  # the diffusion loop's behaviour: buffers copied
+    assert ema[1].running_mean.tolist() == [2.0, 0.0] and ema[1].running_var.tolist() == [5.0, 7.0]
+
+
+def test_every_real_batch_makes_d_steps_d_updates_then_one_g_update(monkeypatch, tmp_path):
+    class CountingAdam(torch.optim.Adam):
+        made = []
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.calls = 0
+            CountingAdam.made.append(self)
+
+        def step(self, closure=None):
+            self.calls += 1
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "Adam", CountingAdam)
+    x, y = toy_data(24)  # batch 8: 3 real batches per epoch
+    cfg = CFG.model_copy(update={"epochs": 2, "d_steps": 3})
+    history = train_gan(SPEC, x, y, cfg, seed=0, device="cpu", out_dir=tmp_path)
+    opt_g, opt_d = CountingAdam.made
+    assert (opt_g.calls, opt_d.calls) == (2 * 3, 2 * 3 * 3)
+    adam_steps = [{s["step"].item() for s in opt.state.values()} for opt in (opt_g, opt_d)]
+    assert adam_steps == [{6}, {18}]  # Adam's own count agrees
+    assert [(r["g_steps"], r["d_steps"]) for r in history] == [(3, 9), (6, 18)]
+
+
+def record_calls(monkeypatch, out_dir, x, y, **update):
+    """Train briefly; the (images, labels) of every discriminator call and the latents of every generator call."""
+    calls, latents = [], []
+
+    class RecordingD(gan_module.Discriminator):
+        def forward(self, images, labels):
+            calls.append((images.detach().clone(), labels.clone()))
+            return super().forward(images, labels)
+
+    class RecordingG(gan_module.Generator):
+        def forward(self, z, labels):
+            latents.append(z.clone())
+            return super().forward(z, labels)
+
+    monkeypatch.setattr(gan_module, "Discriminator", RecordingD)
+    monkeypatch.setattr(gan_module, "Generator", RecordingG)
+    train_gan(SPEC, x, y, CFG.model_copy(update={"epochs": 1, **update}), seed=0, device="cpu", out_dir=out_dir)
+    return calls, latents
+
+
+@pytest.mark.parametrize("random_labels", [False, True])
+def test_d_steps_reuse_the_real_batch_with_fresh_latents_and_the_chosen_labels(monkeypatch, tmp_path, random_labels):
+    x, y = toy_data(24)
+    calls, latents = record_calls(monkeypatch, tmp_path, x, y, d_steps=2, random_labels=random_labels)
+    assert len(calls) == 3 * 5 and len(latents) == 3 * 3  # per real batch: (real, fake) twice, then the G pass
+    assert len({tuple(z.flatten().tolist()) for z in latents}) == 9  # fresh latents for every pass
+    for step in range(3):
+        (real1, y1), (_, fy1), (real2, y2), (_, fy2), (_, gy) = calls[5 * step : 5 * step + 5]
+        assert torch.equal(real1, real2) and torch.equal(y1, y2)
+        same = [torch.equal(labels, y1) for labels in (fy1, fy2, gy)]
+        assert same == ([False] * 3 if random_labels else [True] * 3)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_flip_mirrors_about_half_of_the_real_images(monkeypatch, tmp_path, flip):
+    image = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    image[..., :3] = 255  # left three columns white: its mirror has the right three white
+    x, y = image.expand(240, 1, 8, 8).contiguous(), torch.arange(240) % 3
+    left, right = torch.full((1, 8, 8), -1.0), torch.full((1, 8, 8), -1.0)
+    left[..., :3], right[..., 5:] = 1.0, 1.0
+    calls, _ = record_calls(monkeypatch, tmp_path, x, y, batch_size=48, d_steps=1, epochs=2, flip=flip)
+    real = torch.cat([images for images, _ in calls[::3]])  # per step: real, fake, G pass
+    assert len(real) == 480
+    is_mirrored = torch.tensor([torch.equal(r, right) for r in real])
+    assert int(is_mirrored.sum()) + sum(torch.equal(r, left) for r in real) == 480
+    per_batch = is_mirrored.view(10, 48).sum(1)
+    if flip:  # a coin per image: binomial(480, 1/2) has sd 11, and every batch holds both
+        assert abs(int(is_mirrored.sum()) - 240) < 45 and bool(((per_batch > 0) & (per_batch < 48)).all())
+    else:
+        assert not is_mirrored.any()
 
 
 def test_one_gan_epoch_has_finite_losses_and_saves_ema_checkpoints(tmp_path):

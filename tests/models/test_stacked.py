@@ -10,16 +10,18 @@ from synthgap.train.classifier import to_device_tensors, train_classifier, train
 from tests.conftest import separable_images
 
 
-def models(k, width=4, arch="resnet20", classes=4):
+def models(k, width=4, arch="resnet20", classes=4, shortcut="B"):
     out = []
     for j in range(k):
         torch.manual_seed(100 + j)
-        out.append(build_classifier(ClassifierSpec(arch, classes, 1, 8, width=width, mean=(0.2 + 0.1 * j,), std=(0.3,))))
+        out.append(build_classifier(ClassifierSpec(arch, classes, 1, 8, width=width, mean=(0.2 + 0.1 * j,), std=(0.3,),
+                                                   shortcut=shortcut)))
     return out
 
 
-def test_stacked_forward_equals_each_model():
-    ms = models(3)
+@pytest.mark.parametrize("shortcut", ["B", "A"])
+def test_stacked_forward_equals_each_model(shortcut):
+    ms = models(3, shortcut=shortcut)
     stacked = StackedClassifier(ms).eval()
     x = torch.rand(5, 1, 8, 8)
     out = stacked(x.repeat(1, 3, 1, 1))
@@ -49,19 +51,26 @@ def sets(k):
     return out
 
 
-@pytest.mark.parametrize("cfg_update", [{}, {"crop_padding": 1, "flip": True, "cutout": 2, "weight_decay": 5e-4, "lr": 0.01}])
-def test_models_trained_together_equal_models_trained_alone(fast_train, cfg_update):
+@pytest.mark.parametrize("cfg_update,shortcut", [
+    ({}, "B"),
+    ({"crop_padding": 1, "flip": True, "cutout": 2, "weight_decay": 5e-4, "lr": 0.01}, "B"),
+    ({"crop_padding": 1, "flip": True, "erasing": True, "optimizer": "sgdw", "weight_decay": 5e-3, "lr": 0.01,
+      "restore_best": True}, "A"),
+])
+def test_models_trained_together_equal_models_trained_alone(fast_train, cfg_update, shortcut):
     # 2 epochs x 3 steps: long enough to exercise momentum, BatchNorm statistics and the per-epoch streams,
     # short and gentle enough (lr 0.01 with augmentation: width-4 nets amplify rounding chaotically at larger
     # steps) that float rounding of grouped vs plain convolutions stays far below the tolerance.
     cfg = fast_train.model_copy(update={"epochs": 2, "batch_size": 32, **cfg_update})
     data, seeds = sets(3), [7, 8, 9]
     test = data[0]
-    together = models(3)
-    results = train_classifiers(together, data, cfg, seeds=seeds, device="cpu", evals={"test": test})
+    evals = {"test": test, "val": (test[0][:40], test[1][:40])}
+    together = models(3, shortcut=shortcut)
+    results = train_classifiers(together, data, cfg, seeds=seeds, device="cpu", evals=evals)
     for j in range(3):
-        alone = models(3)[j]
-        ref = train_classifier(alone, data[j], cfg, seed=seeds[j], device="cpu", evals={"test": test})
+        alone = models(3, shortcut=shortcut)[j]
+        ref = train_classifier(alone, data[j], cfg, seed=seeds[j], device="cpu", evals=evals)
+        assert results[j].best_epoch == ref.best_epoch
         for (name, a), b in zip(together[j].state_dict().items(), alone.state_dict().values()):
             if a.is_floating_point():
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
@@ -83,7 +92,7 @@ def test_each_model_gets_its_own_seed_and_data(fast_train):
 
 def test_stack_size_one_and_other_archs_train_one_by_one(fast_train):
     assert can_stack(models(2)) and not can_stack(models(1))
-    assert not can_stack([*models(1), *models(1, width=8)])
+    assert not can_stack([*models(1), *models(1, width=8)]) and not can_stack([*models(1), *models(1, shortcut="A")])
     data = sets(2)
     cfg = fast_train.model_copy(update={"epochs": 1, "stack": 1})
     ms = models(2)

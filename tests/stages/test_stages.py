@@ -101,6 +101,31 @@ def test_the_same_chain_in_a_fresh_workspace_writes_identical_results(trained, t
         assert without_run_ids(fresh / name) == without_run_ids(trained / name), name
 
 
+def test_a_filter_recipe_trains_one_more_classifier_saved_as_the_filter(trained, tmp_path):
+    """train_reference.filter: the Real Data rows stay the trials of the classifier recipe; the filter (width 8,
+    3 epochs here) is saved as classifier.pt. Every row carries the best test top-1 over epochs."""
+    import shutil
+
+    ws = workspace(tmp_path, **{"flip: false}": "flip: false}\n  filter:\n    model: {arch: resnet20, width: 8}\n"
+                                "    train: {epochs: 3, batch_size: 64, milestones: [2], crop_padding: 1, flip: false}"})
+    shutil.copytree(trained / "data", ws / "data")
+    proc = run_stage("train_reference", ws)
+    assert proc.returncode == 0, proc.stderr
+    trials = json.loads((ws / "reports" / "train_reference" / "trials.json").read_text())
+    assert [r["cell"] for r in trials["rows"]] == ["real", "real"] and trials["filter"]["cell"] == "filter"
+    assert without_run_ids(ws / "reports" / "train_reference" / "trials.json")["rows"] == \
+        without_run_ids(trained / "reports" / "train_reference" / "trials.json")["rows"]  # Real Data unchanged
+    assert all(r["best_test_top1"] >= r["test_top1"] - 1e-9 for r in trials["rows"] + [trials["filter"]])
+    history = (ws / "reports" / "train_reference" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 3 and "test_top1" in history[0]  # the filter's 3 epochs
+    from synthgap.models import load_classifier
+
+    assert load_classifier(ws / "models" / "train_reference" / "classifier.pt").spec.width == 8
+    metrics = json.loads((ws / "reports" / "metrics" / "train_reference.json").read_text())
+    assert metrics["filter_test_top1"] == trials["filter"]["test_top1"]
+    assert json.loads((trained / "reports" / "train_reference" / "trials.json").read_text())["filter"] is None
+
+
 def snapshot(ws: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file() and "mlflow" not in p.name and "mlartifacts" not in str(p)}
 

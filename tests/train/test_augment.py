@@ -1,7 +1,7 @@
 import torch
 
 from synthgap.seeding import torch_generator
-from synthgap.train.augment import augment, cutout, random_crop, random_flip
+from synthgap.train.augment import augment, cutout, erasing_mask, random_crop, random_erasing, random_flip
 
 
 def image_batch(n=16, c=2, h=6, w=7):
@@ -42,3 +42,45 @@ def test_same_generator_seed_same_augmentation():
     b = augment(x, torch_generator(5), 2, True, 3)
     c = augment(x, torch_generator(6), 2, True, 3)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_erasing_rectangles_span_20_to_50_percent_of_each_side():
+    masks = erasing_mask(2000, 32, 20, torch_generator(3), "cpu")
+    rows, cols = masks.any(2), masks.any(1)
+    heights, widths = rows.sum(1), cols.sum(1)
+    inside = ~rows[:, 0] & ~rows[:, -1] & ~cols[:, 0] & ~cols[:, -1]  # not clipped at the border
+    assert inside.sum() > 500
+    # ceil(u * side), u in [0.2, 0.5): rows ceil(6.4..16) = 7..16, columns ceil(4..10) = 5..10 (4 needs u = 0.2
+    # exactly), every size drawn
+    assert set(heights[inside].tolist()) == set(range(7, 17)) and set(widths[inside].tolist()) == set(range(5, 11))
+    assert torch.equal(masks.sum((1, 2)), heights * widths)  # one solid rectangle per image
+    assert heights.min() >= 1 and widths.min() >= 1  # the centre pixel is always inside
+
+
+def test_erasing_fills_the_rectangle_with_range_scaled_gaussian_noise_and_keeps_the_rest():
+    n, c, h, w = 400, 3, 32, 32
+    x = torch.full((n, c, h, w), 100, dtype=torch.uint8)
+    x[:, 0, 0, 0], x[:, 1, 5, 5] = 40, 240  # every image's range is [40, 240]
+    out = random_erasing(x, torch_generator(4))
+    mask = erasing_mask(n, h, w, torch_generator(4), "cpu")[:, None].expand(-1, c, -1, -1)  # drawn first: same boxes
+    assert torch.equal(out[~mask], x[~mask])
+    fill = out[mask].double()
+    assert fill.min() >= 40 and fill.max() <= 240
+    # a standard normal min-max scaled onto [40, 240]: mean ~ 140 (mid-range), std ~ 200 / E[max - min] of
+    # 3072 normals (~ 2 x 3.4); and Gaussian shape: ~68 % within one std, skew ~ 0, kurtosis ~ 3
+    mean, std = fill.mean().item(), fill.std().item()
+    assert abs(mean - 140) < 2 and 26 < std < 32
+    z = (fill - mean) / std
+    assert abs((z.abs() < 1).double().mean().item() - 0.683) < 0.01
+    assert abs((z**3).mean().item()) < 0.05 and abs((z**4).mean().item() - 3) < 0.1
+
+
+def test_erasing_comes_last_and_is_off_by_default():
+    x = image_batch(h=10, w=10)
+    plain = augment(x, torch_generator(5), 2, True, 3)
+    assert torch.equal(augment(x, torch_generator(5), 2, True, 3, erasing=False), plain)
+    erased = augment(x, torch_generator(5), 2, True, 3, erasing=True)
+    gen = torch_generator(5)
+    augment(x, gen, 2, True, 3)  # the generator as crop, flip and cutout leave it
+    mask = erasing_mask(len(x), 10, 10, gen, "cpu")[:, None]
+    assert torch.equal(erased.masked_fill(mask, 0), plain.masked_fill(mask, 0)) and not torch.equal(erased, plain)

@@ -7,7 +7,8 @@ import torch
 from synthgap.config import TrainConfig
 from synthgap.errors import UserError
 from synthgap.models import ClassifierSpec, build_classifier
-from synthgap.train.classifier import lr_factor, state_file, to_device_tensors, train_classifier
+from synthgap.train.classifier import lr_factor, make_optimizer, to_device_tensors, train_classifier
+from synthgap.train.state import state_file
 from tests.conftest import separable_images
 
 
@@ -120,3 +121,62 @@ def test_state_file_is_per_params(tmp_path):
     a = state_file(tmp_path, "s", {"seed": 0})
     assert a == state_file(tmp_path, "s", {"seed": 0}) != state_file(tmp_path, "s", {"seed": 1})
     assert a.parent == tmp_path / ".synthgap" / "state"
+
+
+@pytest.mark.parametrize("optimizer,expected", [
+    # by hand, p0 = 1, gradient 3 in both steps, lr 0.1 then 0.05, momentum 0.9 Nesterov, weight decay 0.01:
+    # sgdw: p1 = 1 * 0.99 - 0.1 * (3 + 0.9 * 3) = 0.42; buf = 0.9 * 3 + 3 = 5.7,
+    #       p2 = 0.42 * 0.99 - 0.05 * (3 + 0.9 * 5.7) = 0.4158 - 0.4065 = 0.0093 (the decay ignores the lr drop)
+    ("sgdw", 0.0093),
+    # sgd: g1 = 3 + 0.01 * 1 = 3.01, p1 = 1 - 0.1 * 3.01 * 1.9 = 0.4281; g2 = 3 + 0.01 * 0.4281 = 3.004281,
+    #      buf = 0.9 * 3.01 + g2 = 5.713281, p2 = 0.4281 - 0.05 * (g2 + 0.9 * buf) = 0.020788305
+    ("sgd", 0.020788305),
+])
+def test_optimizer_two_steps_on_a_scalar(optimizer, expected):
+    p = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    cfg = TrainConfig(optimizer=optimizer, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    opt = make_optimizer([p], cfg, torch.device("cpu"))
+    for lr in (0.1, 0.05):
+        opt.param_groups[0]["lr"] = lr
+        p.grad = torch.tensor([3.0], dtype=torch.float64)
+        opt.step()
+    assert p.item() == pytest.approx(expected, abs=1e-12)
+
+
+def rise_then_fall():
+    """Training data whose labels turn wrong (c -> c + 1) from epoch 3 on: val accuracy rises, then falls."""
+    x, y = to_device_tensors(*separable_images(16), "cpu")
+    evals = {"val": to_device_tensors(*separable_images(4, seed=5), "cpu")}
+    return (lambda epoch: (x, y if epoch < 3 else (y + 1) % 4)), evals
+
+
+def test_restore_best_ends_with_the_best_val_epoch(fast_train):
+    data, evals = rise_then_fall()
+    cfg = fast_train.model_copy(update={"epochs": 5, "lr": 0.1, "restore_best": True})
+    result = train_classifier(tiny_model(), data, cfg, seed=0, device="cpu", evals=evals, eval_every_epoch=False)
+    history = [r["val_top1"] for r in result.history]
+    assert result.best_epoch == 1 + history.index(max(history)) < cfg.epochs  # the first best, not the last epoch
+    assert result.final["val_top1"] == max(history) > history[-1]
+    plain = train_classifier(tiny_model(), data, cfg.model_copy(update={"restore_best": False}), seed=0, device="cpu",
+                             evals=evals)
+    assert plain.best_epoch is None and plain.final["val_top1"] == history[-1]
+
+
+def test_restore_best_resumes_with_its_best_weights(tmp_path, fast_train):
+    data, evals = rise_then_fall()
+    cfg = fast_train.model_copy(update={"epochs": 5, "lr": 0.1, "restore_best": True, "checkpoint_every": 1})
+    full = train_classifier(tiny_model(), data, cfg, seed=0, device="cpu", evals=evals)
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(tiny_model(), data, cfg, seed=0, device="cpu", evals=evals, state_path=state,
+                         on_epoch=lambda r: (_ for _ in ()).throw(KeyboardInterrupt) if r["epoch"] == 5 else None)
+    resumed = train_classifier(tiny_model(seed=9), data, cfg, seed=0, device="cpu", evals=evals, state_path=state)
+    assert resumed.resumed_from == 4 and resumed.best_epoch == full.best_epoch < 4  # best weights from the file
+    assert resumed.final == full.final
+
+
+def test_restore_best_without_a_val_split_is_a_user_error(fast_train):
+    data = to_device_tensors(*separable_images(8), "cpu")
+    with pytest.raises(UserError, match="restore_best needs a val split"):
+        train_classifier(tiny_model(), data, fast_train.model_copy(update={"restore_best": True}), seed=0, device="cpu",
+                         evals={"test": data})

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from synthgap.errors import UserError
-from synthgap.train.classifier import result_params, state_file
-from synthgap.train.state import load_state, restore, save_state
+from synthgap.train.state import load_state, restore, result_params, save_state, state_file
 
 
 def saved_state(tmp_path):

@@ -348,12 +348,16 @@ def load_imagefolder(root: Path, download: bool, image_size: int | None) -> Imag
 @loader("npz")
 def load_npz(path: Path, download: bool, image_size: int | None) -> ImageDataset:
     """An .npz with ``x_train, y_train, x_test, y_test`` and optionally ``classes`` (the class names, whose
-    indices the labels are); without ``classes`` the labels 0..K-1 are the class names."""
+    indices the labels are); without ``classes`` the labels 0..K-1 are the class names. ``image_size``
+    resizes the images to that square size."""
     if not path.is_file():
         raise missing("npz", path, "an .npz file with x_train, y_train, x_test, y_test", "no such file")
     arrays = formats.read_npz(path, ("x_train", "y_train", "x_test", "y_test"), optional=("classes",))
     x_train = formats.as_nhwc(arrays["x_train"], path)
     x_test = formats.as_nhwc(arrays["x_test"], path)
+    if image_size is not None:  # e.g. 28 -> 32 for the GAN (Lanczos, as GaFi resizes DermaMNIST)
+        x_train, x_test = (x if x.shape[1:3] == (image_size, image_size) else formats.lanczos_resize(x, image_size)
+                           for x in (x_train, x_test))
     y_train, y_test = (formats.as_labels(arrays[k], path, k) for k in ("y_train", "y_test"))
     if "classes" in arrays:
         names = arrays["classes"]

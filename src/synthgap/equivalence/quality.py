@@ -6,7 +6,11 @@
 - diversity: the per-class standard deviation of features, averaged over dimensions and classes (the
   Equivalence paper's diversity score),
 - domain accuracy: 5-fold cross-validated accuracy of a logistic regression that tells real from synthetic
-  features (50 % = indistinguishable; the paper reports > 98 % on CIFAR-10 with a ResNet-110).
+  features (50 % = indistinguishable; the paper reports > 98 % on CIFAR-10 with a ResNet-110),
+- KID (Binkowski et al. 2018): the unbiased MMD^2 with the cubic kernel ``(x.y / d + 1)^3``, mean and std over
+  random subsets (torch-fidelity's 100 subsets of 1,000),
+- :func:`generator_quality`: FID / IS / KID on Inception-v3, or without its weights in a classifier's space
+  (penultimate features, softmax for IS).
 """
 
 from __future__ import annotations
@@ -56,7 +60,54 @@ def domain_accuracy(real: np.ndarray, synthetic: np.ndarray, seed: int = 0) -> f
     return float(100 * cross_val_score(model, x, y, cv=5).mean())
 
 
-def check_inception_weights(path) -> None:
+def mmd2_unbiased(a: np.ndarray, b: np.ndarray) -> float:
+    """Unbiased MMD^2 between feature sets (rows) with the kernel k(x, y) = (x.y / d + 1)^3."""
+    kernel = lambda x, y: (x @ y.T / a.shape[1] + 1.0) ** 3  # noqa: E731
+    kaa, kbb, m, n = kernel(a, a), kernel(b, b), len(a), len(b)
+    return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1))
+                 - 2 * kernel(a, b).mean())
+
+
+def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+                    seed: int = 0) -> tuple[float, float]:
+    """KID: mean and std of :func:`mmd2_unbiased` over ``subsets`` pairs of random subsets (without replacement,
+    ``min(subset_size, len(a), len(b))`` rows of each)."""
+    rng, size = np.random.default_rng(seed), min(subset_size, len(a), len(b))
+    if size == len(a) == len(b):  # every subset is the whole set
+        return mmd2_unbiased(a, b), 0.0
+    values = [mmd2_unbiased(a[rng.choice(len(a), size, replace=False)], b[rng.choice(len(b), size, replace=False)])
+              for _ in range(subsets)]
+    return float(np.mean(values)), float(np.std(values))
+
+
+def inception_score_of(probs: np.ndarray, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) of class probabilities (rows), mean and std over ``splits`` random splits."""
+    probs = probs[np.random.default_rng(seed).permutation(len(probs))]
+    scores = [np.exp((p * (np.log(p + 1e-12) - np.log(p.mean(0) + 1e-12))).sum(1).mean())
+              for p in np.array_split(probs, splits)]
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def generator_quality(real_uint8: torch.Tensor, synthetic_uint8: torch.Tensor, classifier, *, weights=None,
+                      device="cpu", batch_size: int = 100, seed: int = 0) -> dict:
+    """FID, IS (of the synthetic set) and KID between two uint8 (N, C, H, W) sets: on Inception-v3 with
+    ``weights``; else in ``classifier``'s space (penultimate features, softmax for IS), where the numbers rank
+    generators but are not comparable with published ones. ``features`` names the space."""
+    if weights:
+        s = inception_scores(real_uint8, synthetic_uint8, weights, device, batch_size=batch_size, seed=seed)
+        return {"features": "inception-v3", "fid": s["fid"], "is": s["inception_score_synthetic"],
+                "is_std": s["inception_score_synthetic_std"], "kid": s["kid"], "kid_std": s["kid_std"]}
+    from synthgap.metrics import predict_logits
+
+    real, synthetic = extract_features(classifier, real_uint8), extract_features(classifier, synthetic_uint8)
+    probs = torch.softmax(predict_logits(classifier, synthetic_uint8, precision="fp32"), 1).double().numpy()
+    is_mean, is_std = inception_score_of(probs, seed=seed)
+    kid, kid_std = kernel_distance(real, synthetic, seed=seed)
+    return {"features": "classifier", "fid": frechet_distance(real, synthetic), "is": is_mean, "is_std": is_std,
+            "kid": kid, "kid_std": kid_std}
+
+
+def check_inception_weights(path, key: str = "equivalence.quality.inception_weights") -> None:
     """Refuse anything but a plain state dict of tensors (torch-fidelity itself loads it with weights_only=False,
     so it is opened here first with weights_only=True: a file that passes holds no code)."""
     from pathlib import Path
@@ -64,8 +115,7 @@ def check_inception_weights(path) -> None:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Inception weights {path} not found",
-                        f"download {INCEPTION_FILE} (torch-fidelity's release) to that path, or set "
-                        "equivalence.quality.inception_weights: null")
+                        f"download {INCEPTION_FILE} (torch-fidelity's release) to that path, or set {key}: null")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt file or pickled code: one message either way
@@ -79,8 +129,9 @@ def check_inception_weights(path) -> None:
 @torch.no_grad()
 def inception_scores(real_uint8: torch.Tensor, synthetic_uint8: torch.Tensor, weights, device,
                      batch_size: int = 100, splits: int = 10, seed: int = 0) -> dict[str, float]:
-    """FID between two uint8 (N, C, H, W) sets and the Inception Score of each (grey images repeat to RGB;
-    torchmetrics resizes to 299 px as torch-fidelity does). ``seed`` fixes IS's shuffle into splits."""
+    """FID (:func:`frechet_distance`) and KID (:func:`kernel_distance`) of the 2048-d pool features between two uint8 (N, C, H, W) sets and the
+    Inception Score of each (grey images repeat to RGB; torchmetrics resizes to 299 px as torch-fidelity does).
+    ``seed`` fixes IS's shuffle into splits and KID's subsets."""
     from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
     from torchmetrics.image.inception import InceptionScore
 
@@ -89,13 +140,16 @@ def inception_scores(real_uint8: torch.Tensor, synthetic_uint8: torch.Tensor, we
     logits = NoTrainInceptionV3("inception-v3-compat", ["logits_unbiased"], str(weights))
     scores = {"real": InceptionScore(feature=logits, splits=splits).to(device),
               "synthetic": InceptionScore(feature=logits, splits=splits).to(device)}
+    features = {"real": [], "synthetic": []}
     for name, images in (("real", real_uint8), ("synthetic", synthetic_uint8)):
         for i in range(0, len(images), batch_size):
             batch = images[i : i + batch_size].to(device)
             batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
-            fid.update(batch, real=name == "real")
+            features[name].append(fid.inception(batch).double().cpu())  # one forward serves FID and KID
             scores[name].update(batch)
-    out = {"fid": float(fid.compute())}
+    real, synthetic = (torch.cat(f).numpy() for f in features.values())
+    kid, kid_std = kernel_distance(real, synthetic, seed=seed)
+    out = {"fid": frechet_distance(real, synthetic), "kid": kid, "kid_std": kid_std}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name, metric in scores.items():

@@ -7,7 +7,7 @@ own seed, and a class keeps its first ``quota`` accepted candidates in that orde
 on the batch size. Each round draws, for every class still short, the missing count divided by the
 acceptance rate seen so far (at least the missing count). After ``max_rounds`` rounds, classes still short
 are filled with unfiltered candidates (the GaFi code's fallback), and the shortfall is reported: the loop
-can never run forever.
+can never run forever. The classifier predicts in fp32 whatever the precision settings (:func:`filter_probs`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,14 @@ from synthgap.distributed import all_sum, current, gather_variable
 from synthgap.gafi.sampling import candidate_seeds, generate
 from synthgap.metrics import predict_logits
 from synthgap.models.biggan import Generator
+
+
+def filter_probs(classifier: torch.nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Softmax probabilities (N, C) of uint8 images, always computed in fp32 (also inside an autocast region or
+    on a GPU where training uses bf16): a bf16 probability can land on the other side of the threshold."""
+    device = next(classifier.parameters()).device
+    with torch.autocast(device.type, enabled=False):
+        return torch.softmax(predict_logits(classifier, images, batch_size, precision="fp32"), dim=1)
 
 
 def keep_mask(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -112,7 +120,7 @@ def _filtered_sample(
         images = generate(generator, labels_t, seeds_t, stddev, batch_size)
         labels_t = labels_t.to(device)
         if filtering:
-            probs = torch.softmax(predict_logits(classifier, images, batch_size, precision="auto"), dim=1)
+            probs = filter_probs(classifier, images, batch_size)
             mask = keep_mask(probs, labels_t, threshold)
         else:
             mask = torch.ones(len(labels_t), dtype=torch.bool, device=device)

@@ -35,12 +35,16 @@ class ClassifierSpec:
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
     dataset: str = ""
+    shortcut: str = "B"  # CIFAR ResNets (ModelConfig.shortcut)
+    init: str = "kaiming_fan_out"  # CIFAR ResNets (ModelConfig.init)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise UserError(f"unknown classifier arch '{self.arch}'", f"use one of {', '.join(ARCHS)}")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ValueError("mean and std need one value per input channel")
+        if self.shortcut not in ("A", "B"):
+            raise UserError(f"unknown ResNet shortcut '{self.shortcut}'", "use A or B")
 
 
 class Classifier(nn.Module):
@@ -77,7 +81,7 @@ class Classifier(nn.Module):
 
 def build_backbone(spec: ClassifierSpec) -> nn.Module:
     if spec.arch in ("resnet20", "resnet110"):
-        return CifarResNet(int(spec.arch[6:]), spec.num_classes, spec.in_channels, spec.width)
+        return CifarResNet(int(spec.arch[6:]), spec.num_classes, spec.in_channels, spec.width, spec.shortcut, spec.init)
     import torchvision
 
     if spec.arch == "resnet50":
@@ -98,6 +102,8 @@ def spec_for_data(model_cfg, x_train: np.ndarray, num_classes: int, dataset: str
         mean=tuple(float(v) for v in pixels.mean(0)),
         std=tuple(float(max(v, 1e-3)) for v in pixels.std(0)),
         dataset=dataset,
+        shortcut=model_cfg.shortcut,
+        init=model_cfg.init,
     )
 
 

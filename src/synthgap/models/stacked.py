@@ -3,10 +3,11 @@
 Small classifiers leave a CPU or GPU mostly idle: a ResNet-20 of width 8 on 8x8 images spends its time in
 per-layer overhead, not arithmetic. :func:`stack` packs k :class:`~synthgap.models.Classifier` s with CIFAR
 ResNet backbones into one module whose every convolution is grouped k ways (model j owns channel block j),
-whose BatchNorm layers normalise the k*C channels (statistics per model, as before), and whose head is a
-batched matmul. Each model keeps its own weights, normalisation constants, data and random streams; the
-arithmetic per model is the same as alone, so a stacked model equals the same model trained alone up to
-float rounding (``tests/models/test_stacked.py``). :func:`unstack` writes the trained weights back.
+whose BatchNorm layers normalise the k*C channels (statistics per model, as before), whose option-A
+shortcuts zero-pad each model's channel block, and whose head is a batched matmul. Each model keeps its own
+weights, normalisation constants, data and random streams; the arithmetic per model is the same as alone,
+so a stacked model equals the same model trained alone up to float rounding (``tests/models/test_stacked.py``).
+:func:`unstack` writes the trained weights back.
 
 Input of the stacked network: (B, k*C, H, W), model j's images in channels ``j*C .. (j+1)*C - 1``;
 output: logits (B, k, classes).
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from synthgap.models.classifier import Classifier
+from synthgap.models.resnet import PadShortcut
 
 STACKABLE = ("resnet20", "resnet110")
 
@@ -62,7 +64,7 @@ class StackedClassifier(nn.Module):
 
 
 def _shape_of(spec) -> tuple:
-    return spec.arch, spec.num_classes, spec.in_channels, spec.image_size, spec.width
+    return spec.arch, spec.num_classes, spec.in_channels, spec.image_size, spec.width, spec.shortcut
 
 
 def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -93,6 +95,8 @@ def _pack(module: nn.Module, parts: list[nn.Module]) -> nn.Module | None:
         return packed.to(module.weight.device)
     if isinstance(module, nn.Linear):
         return StackedLinear(parts)
+    if isinstance(module, PadShortcut):  # option A: pad each model's channel block on its own
+        return PadShortcut(module.in_ch, module.out_ch, module.stride, groups=k)
     if isinstance(module, (nn.Sequential, nn.ReLU, nn.Identity)) or type(module).__name__ in ("CifarResNet", "BasicBlock"):
         return None  # containers and parameter-free layers work on grouped channels as they are
     raise ValueError(f"cannot stack a {type(module).__name__}")

@@ -6,7 +6,9 @@ selection) or only after the last one. The training set may be a fixed pair of t
 called at the start of every epoch, which is how GaFi's Dynamic Dataset Recycle swaps in a regenerated
 synthetic set. Every random choice of epoch ``e`` (shuffling, crops, flips, cutout) comes from a generator
 seeded with ``derive_seed(seed, "epoch", e)``, so a run is reproducible and a resumed run continues exactly
-as an uninterrupted one would (bit for bit on CPU).
+as an uninterrupted one would (bit for bit on CPU). With ``restore_best`` the val set is scored after every epoch
+and each model ends with the weights of its best val epoch, which its final metrics then describe.
+The optimizer is SGD (L2 weight decay) or SGDW (decoupled weight decay, the GaFi code's).
 """
 
 from __future__ import annotations
@@ -27,11 +29,10 @@ from synthgap.distributed import all_sum, barrier, current, is_main, sync_buffer
 from synthgap.errors import UserError
 from synthgap.metrics import accuracy_metrics, evaluate, predict_logits
 from synthgap.models.stacked import StackedClassifier, can_stack, unstack
-from synthgap.runtime import resolve_device
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.train.augment import augment
-from synthgap.train.precision import autocast_for, channels_last_for
 from synthgap.staging import remove_after_commit
+from synthgap.train.precision import autocast_for, channels_last_for
 from synthgap.train.state import load_state, restore, save_state
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
@@ -43,6 +44,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one record per epoch
     final: dict = field(default_factory=dict)  # metrics of every eval set after the last epoch
     resumed_from: int = 0  # first epoch run in this process (0: fresh start)
+    best_epoch: int | None = None  # restore_best: the epoch (1-based) whose weights were kept
 
 
 def to_device_tensors(x: np.ndarray, y: np.ndarray, device: torch.device | str) -> Tensors:
@@ -60,6 +62,32 @@ def lr_factor(cfg: TrainConfig, epoch: int, progress: float) -> float:
     if cfg.schedule == "cosine":
         return warm * 0.5 * (1.0 + math.cos(math.pi * t / cfg.epochs))
     return warm
+
+
+class SGDW(torch.optim.SGD):
+    """SGD with decoupled weight decay (Loshchilov & Hutter; tfa.optimizers.SGDW as the GaFi code uses it): each
+    step first shrinks every weight that has a gradient by the factor ``1 - decay`` (not scaled by the lr, so the
+    decay stays constant when the schedule lowers the lr), then takes the momentum step on the gradient alone."""
+
+    def __init__(self, params, decay: float, **kwargs):
+        super().__init__(params, weight_decay=0.0, **kwargs)
+        self.decay = decay
+
+    @torch.no_grad()
+    def step(self):
+        decayed = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if decayed and self.decay:
+            torch._foreach_mul_(decayed, 1.0 - self.decay)
+        return super().step()
+
+
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
+    """The recipe's optimizer: SGD with L2 weight decay, or SGDW with decoupled decay (``cfg.optimizer``)."""
+    kwargs = {"lr": cfg.lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov and cfg.momentum > 0,
+              **({"fused": True} if device.type == "cuda" else {"foreach": True})}
+    if cfg.optimizer == "sgdw":
+        return SGDW(params, cfg.weight_decay, **kwargs)
+    return torch.optim.SGD(params, weight_decay=cfg.weight_decay, **kwargs)
 
 
 def train_classifier(
@@ -125,14 +153,12 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
         module.to(memory_format=torch.channels_last)
     dist = current()  # under torchrun: each process trains on its slice of every global batch
     net = wrap(module, device)
-    opt = torch.optim.SGD(
-        module.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov and cfg.momentum > 0,
-        weight_decay=cfg.weight_decay,
-        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
-    )
+    opt = make_optimizer(module.parameters(), cfg, device)
+    if cfg.restore_best and "val" not in evals:
+        raise UserError(f"{desc}: restore_best needs a val split to pick the best epoch",
+                        "give prepare_data.val_size a positive value, or set restore_best: false")
+    per_epoch = evals if eval_every_epoch else {k: v for k, v in evals.items() if k == "val" and cfg.restore_best}
+    best: list[dict | None] = [None] * k  # restore_best: {"epoch", "top1", "state"} of each model's best epoch
     results = [TrainResult() for _ in models]
     start_epoch = 0
     fingerprint = {"config": cfg.model_dump(mode="json"), "seed": seeds[0] if k == 1 else list(seeds)}
@@ -141,6 +167,7 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
         restore(state, model=module, optimizer=opt)
         histories = state["history"] if k > 1 else [state["history"]]
         start_epoch = int(state["epoch"])
+        best = list(state.get("best", best))
         for result, history in zip(results, histories):
             result.history, result.resumed_from = list(history), start_epoch
         tqdm.write(f"{desc}: resuming from {state_path} at epoch {start_epoch}")
@@ -168,7 +195,8 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
             xbs, ybs = [], []
             for (x_train, y_train), order, gen in zip(sets, orders, gens):
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                xbs.append(augment(x_train[idx], gen, cfg.crop_padding, cfg.flip, cfg.cutout))  # the whole global batch
+                # the whole global batch
+                xbs.append(augment(x_train[idx], gen, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.erasing))
                 ybs.append(y_train[idx])
             xb = xbs[0] if k == 1 else torch.cat(xbs, dim=1)  # model j reads channel block j
             yb = torch.stack(ybs, dim=1)  # (B, k)
@@ -207,9 +235,11 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
                 f"{desc}: training diverged (non-finite loss) in epoch {epoch + 1}{kept}",
                 "lower the learning rate or set precision: fp32",
             )
-        for name, (x_eval, y_eval) in evals.items() if eval_every_epoch else ():
+        for name, (x_eval, y_eval) in per_epoch.items():
             for record, metrics in zip(records, _evaluate_all(module, k, x_eval, y_eval, cfg)):
                 record.update({f"{name}_{key}": v for key, v in metrics.items() if key != "per_class"})
+        if cfg.restore_best:
+            _keep_best(best, records, module, models)
         seconds = time.perf_counter() - t0
         for result, record in zip(results, records):
             record["seconds"] = seconds / k
@@ -220,10 +250,15 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
         last = epoch + 1 == cfg.epochs
         if state_path is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
             histories = results[0].history if k == 1 else [r.history for r in results]
-            save_state(state_path, fingerprint, epoch=epoch + 1, model=module, optimizer=opt, history=histories)
+            save_state(state_path, fingerprint, epoch=epoch + 1, model=module, optimizer=opt, history=histories,
+                       **({"best": best} if cfg.restore_best else {}))
 
     if k > 1:
         unstack(module, models)
+    for model, result, kept in zip(models, results, best):
+        if kept is not None:  # restore_best
+            model.load_state_dict(kept["state"])
+            result.best_epoch = kept["epoch"]
     for model, result in zip(models, results):
         for name, (x_eval, y_eval) in evals.items():
             metrics = evaluate(model, x_eval, y_eval, batch_size=cfg.eval_batch_size, precision=cfg.precision)
@@ -234,30 +269,19 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
     return results
 
 
+def _keep_best(best: list[dict | None], records: list[dict], module: torch.nn.Module, models: list) -> None:
+    """Copy the weights of every model whose val top-1 beats its best so far (strictly: the first of ties)."""
+    improved = [j for j, r in enumerate(records) if best[j] is None or r["val_top1"] > best[j]["top1"]]
+    if improved and len(models) > 1:
+        unstack(module, models)
+    for j in improved:
+        state = {key: v.detach().clone() for key, v in models[j].state_dict().items()}
+        best[j] = {"epoch": records[j]["epoch"], "top1": records[j]["val_top1"], "state": state}
+
+
 def _evaluate_all(module: torch.nn.Module, k: int, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> list[dict]:
     """Metrics of each of the k models in ``module`` (a classifier, or k stacked) on one eval set."""
     if k == 1:
         return [evaluate(module, x, y, batch_size=cfg.eval_batch_size, precision=cfg.precision)]
     logits = predict_logits(module, x, cfg.eval_batch_size, cfg.precision, copies=k)  # (N, k, classes)
     return [accuracy_metrics(logits[:, j], y) for j in range(k)]
-
-
-def result_params(params: dict) -> dict:
-    """The params that define a stage's result, the key of its resumable state: ``tracking.*`` (where runs
-    are logged) is dropped and ``device`` becomes the type of device it resolves to (``auto`` on a machine
-    without a GPU is ``cpu``; ``cuda:1`` is ``cuda``)."""
-    kept = {k: v for k, v in params.items() if k != "tracking" and not k.startswith("tracking.")}
-    if "device" in kept:
-        kept["device"] = resolve_device(str(kept["device"])).type
-    return kept
-
-
-def state_file(root: Path, stage: str, params: dict) -> Path:
-    """Where a stage keeps its resumable training state: under the repository root (outside DVC's outputs,
-    which DVC deletes before it reruns a stage), one file per stage and distinct :func:`result_params` of
-    ``params`` (``StageParams.flat()`` or any dict of the settings that define the run), so parallel
-    experiments never share one and a change that cannot alter the result (the MLflow URI, ``auto`` vs
-    ``cpu``) keeps resuming. A stage deletes its state when it finishes; a file left by a killed run whose
-    settings were then changed stays in ``.synthgap/state/`` until it is deleted by hand."""
-    key = derive_seed(stage, sorted((k, str(v)) for k, v in result_params(params).items()))
-    return root / ".synthgap" / "state" / f"{stage}-{key:016x}.pt"

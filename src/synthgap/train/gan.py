@@ -1,11 +1,14 @@
-"""Training loop of the class-conditional GAN (hinge loss, Adam, several D steps per G step, EMA of G).
+"""Training loop of the class-conditional GAN (hinge loss, Adam, EMA of G), as the official GaFi ``train_step``.
 
-Every real batch makes one discriminator step; every ``d_steps`` discriminator steps make one generator step
-followed by an EMA update of the generator weights (plain copy before ``ema_start`` generator steps; buffers,
-such as batch-norm statistics and spectral-norm vectors, are copied). The EMA generator is saved as
-``<out_dir>/epoch_XXXX.pt`` every ``checkpoint_every`` epochs: only EMA generators are used downstream.
+Every real batch of ``batch_size`` images (optionally mirrored left-right, ``flip``) makes ``d_steps``
+discriminator updates on that same batch, each with fresh latents, and then one generator update: one
+generator step per real batch. The fake labels of every step are the real batch's labels, or uniform random
+labels drawn afresh for each step with ``random_labels``. After every generator step the EMA generator is
+updated over all its weights, floating-point buffers (batch-norm statistics, spectral-norm vectors) included:
+a plain copy up to generator step ``ema_start``, an average with ``ema_decay`` after it. The EMA generator is
+saved as ``<out_dir>/epoch_XXXX.pt`` every ``checkpoint_every`` epochs: only EMA generators are used downstream.
 
-All randomness of epoch ``e`` (shuffling, latents, fake labels) comes from a generator seeded with
+All randomness of epoch ``e`` (shuffling, flips, latents, fake labels) comes from a generator seeded with
 ``derive_seed(seed, "gan", e)``, and the resumable state (G, D, EMA, both optimizers, step counters,
 history) is written atomically every ``state_every`` epochs, so a killed run resumes to exactly the weights of
 an uninterrupted one on CPU.
@@ -97,49 +100,58 @@ def train_gan(
     g_net, d_net = wrap(generator, device), wrap(discriminator, device)
     generator.train()
     discriminator.train()
+
+    def latents(gen: torch.Generator, real_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fresh latents and the fake labels of one step (drawn for the global batch, then sharded)."""
+        z = dist.shard(torch.randn(batch, spec.z_dim, device=device, generator=gen))
+        if not cfg.random_labels:
+            return z, real_y
+        return z, dist.shard(torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen))
+
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, disable=None, initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         gen = torch_generator(derive_seed(seed, "gan", epoch), device)
         order = torch.randperm(n, device=device, generator=gen)
-        d_sum, g_sum, g_count = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        d_sum, g_sum = torch.zeros((), device=device), torch.zeros((), device=device)
         for i in range(steps):
             idx = dist.shard(order[i * batch : (i + 1) * batch])
-            real, real_y = to_unit_range(x[idx]), y[idx]
-            z = dist.shard(torch.randn(batch, spec.z_dim, device=device, generator=gen))
-            fake_y = dist.shard(torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen))
-            with torch.no_grad():
-                fake = generator(z, fake_y)
-            if dist.world > 1:  # one DDP forward per backward: real and fake together
-                scores = d_net(torch.cat([real, fake]), torch.cat([real_y, fake_y]))
-                d_real, d_fake = scores[: len(real)], scores[len(real) :]
-            else:
-                d_real, d_fake = discriminator(real, real_y), discriminator(fake, fake_y)
-            d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            d_sum += d_loss.detach()
-            d_step += 1
-            if d_step % cfg.d_steps:
-                continue
-            z = dist.shard(torch.randn(batch, spec.z_dim, device=device, generator=gen))
-            fake_y = dist.shard(torch.randint(0, spec.num_classes, (batch,), device=device, generator=gen))
+            real, real_y = x[idx], y[idx]
+            if cfg.flip:
+                mirror = dist.shard(torch.rand(batch, device=device, generator=gen) < 0.5)
+                real = torch.where(mirror[:, None, None, None], real.flip(-1), real)
+            real = to_unit_range(real)
+            for _ in range(cfg.d_steps):
+                z, fake_y = latents(gen, real_y)
+                with torch.no_grad():
+                    fake = generator(z, fake_y)
+                if dist.world > 1:  # one DDP forward per backward: real and fake together
+                    scores = d_net(torch.cat([real, fake]), torch.cat([real_y, fake_y]))
+                    d_real, d_fake = scores[: len(real)], scores[len(real) :]
+                else:
+                    d_real, d_fake = discriminator(real, real_y), discriminator(fake, fake_y)
+                d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                d_sum += d_loss.detach()
+                d_step += 1
+            z, fake_y = latents(gen, real_y)
             g_loss = -discriminator(g_net(z, fake_y), fake_y).mean()
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
             g_step += 1
-            ema_update(ema, generator, cfg.ema_decay if g_step >= cfg.ema_start else 0.0)
+            ema_update(ema, generator, cfg.ema_decay if g_step > cfg.ema_start else 0.0, average_buffers=True)
             g_sum += g_loss.detach()
-            g_count += 1
 
         d_sum, g_sum = all_sum(d_sum) / dist.world, all_sum(g_sum) / dist.world
         record = {
             "epoch": epoch + 1,
-            "d_loss": d_sum.item() / max(steps, 1),
-            "g_loss": g_sum.item() / max(g_count, 1),
+            "d_loss": d_sum.item() / max(steps * cfg.d_steps, 1),
+            "g_loss": g_sum.item() / max(steps, 1),
             "g_steps": g_step,
+            "d_steps": d_step,
             "seconds": time.perf_counter() - t0,
         }
         if not (math.isfinite(record["d_loss"]) and math.isfinite(record["g_loss"])):

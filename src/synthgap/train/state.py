@@ -17,6 +17,7 @@ import torch
 
 from synthgap.checkpoint import load_torch, save_torch
 from synthgap.errors import UserError
+from synthgap.seeding import derive_seed
 
 
 def load_state(path: Path | None, fingerprint: dict, device: torch.device | str) -> dict | None:
@@ -55,8 +56,47 @@ def restore(state: dict, **modules) -> None:
 
 
 @torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """``ema = decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, *, average_buffers: bool = False) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` for parameters, and for floating-point buffers (batch-norm
+    statistics, spectral-norm vectors) with ``average_buffers``; other buffers are copied."""
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
     for target, source in zip(ema.buffers(), model.buffers()):
-        target.copy_(source)
+        if average_buffers and target.is_floating_point():
+            target.lerp_(source, 1.0 - decay)
+        else:
+            target.copy_(source)
+
+
+def result_params(params: dict) -> dict:
+    """The params that define a stage's result, the key of its resumable state: ``tracking.*`` (where runs
+    are logged) is dropped and ``device`` becomes the type of device it resolves to (``auto`` on a machine
+    without a GPU is ``cpu``; ``cuda:1`` is ``cuda``)."""
+    from synthgap.runtime import resolve_device
+
+    kept = {k: v for k, v in params.items() if k != "tracking" and not k.startswith("tracking.")}
+    if "device" in kept:
+        kept["device"] = resolve_device(str(kept["device"])).type
+    return kept
+
+
+def state_file(root: Path, stage: str, params: dict) -> Path:
+    """Where a stage keeps its resumable training state: under the repository root (outside DVC's outputs,
+    which DVC deletes before it reruns a stage), one file per stage and distinct :func:`result_params` of
+    ``params`` (``StageParams.flat()`` or any dict of the settings that define the run), so parallel
+    experiments never share one and a change that cannot alter the result (the MLflow URI, ``auto`` vs
+    ``cpu``) keeps resuming. A stage deletes its state when it finishes; a file left by a killed run whose
+    settings were then changed stays in ``.synthgap/state/`` until it is deleted by hand."""
+    key = derive_seed(stage, sorted((k, str(v)) for k, v in result_params(params).items()))
+    return state_folder(root) / f"{stage}-{key:016x}.pt"
+
+
+def state_folder(root: Path) -> Path:
+    return root / ".synthgap" / "state"
+
+
+def saved_states(root: Path, stage: str) -> list[Path]:
+    """The resumable state files of ``stage`` that exist now (what a rerun of the stage resumes from)."""
+    folder = state_folder(root)
+    if not stage or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{stage}-*") if p.is_file() and not p.name.startswith("."))
