@@ -125,7 +125,10 @@ class TrainConfig(Section):
     gamma: Float = Field(0.1, gt=0, le=1)
     warmup_epochs: StrictInt = Field(0, ge=0, description="Linear lr warm-up from 0 over this many epochs.")
     label_smoothing: Float = Field(0.0, ge=0, lt=1)
-    crop_padding: StrictInt = Field(4, ge=0, le=64, description="Zero-pad by this many pixels, then crop back.")
+    crop_padding: StrictInt = Field(4, ge=0, le=64, description="Pad by this many pixels, then crop back.")
+    crop_fill: StrictInt = Field(
+        0, ge=0, le=255, description="Value of the padded pixels (uint8): 0 black (paper); the GaFi code pads 0 on "
+        "images scaled to [-1, 1], mid-grey, i.e. 128.")
     flip: StrictBool = Field(True, description="Random horizontal flip.")
     cutout: StrictInt = Field(0, ge=0, le=256, description="Side of the zeroed square; 0 disables cutout.")
     erasing: StrictBool = Field(

@@ -19,6 +19,15 @@ def test_crop_is_a_window_of_the_zero_padded_image():
     assert torch.equal(random_crop(x, 0, torch_generator(0)), x)
 
 
+def test_crop_fill_pads_with_that_value_and_draws_the_same_windows():
+    x = image_batch()  # pixels 1..250: never 0 or 128
+    black, grey = random_crop(x, 2, torch_generator(0)), random_crop(x, 2, torch_generator(0), fill=128)
+    border = black == 0
+    assert border.any() and torch.equal(grey[border], torch.full_like(grey[border], 128))
+    assert torch.equal(grey[~border], black[~border])
+    assert not (grey == 0).any()
+
+
 def test_flip_mirrors_about_half_the_images():
     x = image_batch(n=400)
     out = random_flip(x, torch_generator(1))

@@ -1,8 +1,8 @@
 """Batch augmentation on the device that holds the batch: no per-sample PIL pipeline.
 
-All operations act on raw uint8 pixels before normalisation, so "zero padding" means black pixels, as in
-the GaFi paper (pad to 40x40, random 32x32 crop, random horizontal flip; optional cutout and, last, the
-GaFi code's random erasing with Gaussian noise).
+All operations act on raw uint8 pixels before normalisation. The GaFi pipeline: pad to 40x40 (black in the
+paper; the GaFi code pads 0 on images scaled to [-1, 1], mid-grey: ``crop_fill`` 128), random 32x32 crop,
+random horizontal flip; optional cutout and, last, the GaFi code's random erasing with Gaussian noise.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import torch
 from torch.nn import functional as F
 
 
-def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad (N,C,H,W) by ``padding`` and take one random HxW window per image."""
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator, fill: int = 0) -> torch.Tensor:
+    """Pad (N,C,H,W) by ``padding`` pixels of value ``fill`` and take one random HxW window per image."""
     if padding == 0:
         return x
     n, _, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    padded = F.pad(x, (padding, padding, padding, padding), value=fill)
     dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=gen)
     dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=gen)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N,1,H,1)
@@ -78,8 +78,8 @@ def random_erasing(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, padding: int, flip: bool, cutout_size: int,
-            erasing: bool = False) -> torch.Tensor:
-    x = random_crop(x, padding, gen)
+            erasing: bool = False, crop_fill: int = 0) -> torch.Tensor:
+    x = random_crop(x, padding, gen, crop_fill)
     if flip:
         x = random_flip(x, gen)
     x = cutout(x, cutout_size, gen)

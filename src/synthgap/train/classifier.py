@@ -196,7 +196,7 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
             for (x_train, y_train), order, gen in zip(sets, orders, gens):
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 # the whole global batch
-                xbs.append(augment(x_train[idx], gen, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.erasing))
+                xbs.append(augment(x_train[idx], gen, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.erasing, cfg.crop_fill))
                 ybs.append(y_train[idx])
             xb = xbs[0] if k == 1 else torch.cat(xbs, dim=1)  # model j reads channel block j
             yb = torch.stack(ybs, dim=1)  # (B, k)
