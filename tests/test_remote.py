@@ -1,4 +1,4 @@
-"""A DVC remote round trip, as a second machine would use it (slow: two pipeline stages and an experiment).
+"""DVC remotes and your own data, as a second machine or a new user would use them (slow: real DVC runs).
 
 Machine A reproduces the first stages, pushes outputs to a local-folder DVC remote and Git to a bare remote;
 machine B clones, `dvc pull`s and finds everything up to date. An experiment run on A travels to B with
@@ -69,3 +69,27 @@ def experiments(node):
     elif isinstance(node, list):
         for item in node:
             yield from experiments(item)
+
+
+def test_replacing_your_own_data_puts_prepare_data_out_of_date(tmp_path):
+    """README "Your own data": a file under data/raw/ is a dependency of prepare_data, and dvc add versions it."""
+    import numpy as np
+
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(REPO), str(clone), cwd=tmp_path)
+
+    def write(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        y = np.arange(60) % 3
+        np.savez(clone / "data" / "raw" / "mine.npz", x_train=rng.integers(0, 256, (60, 8, 8), dtype=np.uint8),
+                 y_train=y, x_test=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8), y_test=y[:30])
+
+    write(0)
+    sh("dvc", "add", "data/raw/mine.npz", cwd=clone)
+    assert "data/raw/mine.npz.dvc" in sh("git", "status", "--porcelain", "--untracked-files=all", cwd=clone)
+    sh("dvc", "exp", "run", "-S", "data.name=npz", "-S", "data.path=data/raw/mine.npz", "prepare_data", cwd=clone)
+    assert json.loads((clone / "data" / "processed" / "info.json").read_text())["name"] == "mine"
+    assert "up to date" in sh("dvc", "status", "prepare_data", cwd=clone).lower()
+    write(1)
+    status = sh("dvc", "status", "prepare_data", cwd=clone)
+    assert "changed deps" in status and "data/raw" in status

@@ -238,7 +238,7 @@ def test_npz_of_28_px_images_is_resized_to_data_image_size(tmp_path):
     x = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=np.array([0, 1, 0, 1]), x_test=x[:2], y_test=np.array([0, 1]))
     ds = load_dataset("npz", tmp_path / "d.npz", download=False, image_size=32)
-    assert ds.x_train.shape == (4, 32, 32, 1) and ds.x_test.shape == (2, 32, 32, 1)
+    assert ds.x_train.shape == (4, 32, 32, 1) and ds.x_test.shape == (2, 32, 32, 1) and ds.name == "d"
     expected = np.asarray(Image.fromarray(x[1], "L").resize((32, 32), Image.Resampling.LANCZOS))
     assert np.array_equal(ds.x_train[1, :, :, 0], expected)
     assert load_dataset("npz", tmp_path / "d.npz", download=False).x_train.shape == (4, 28, 28, 1)

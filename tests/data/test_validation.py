@@ -127,5 +127,5 @@ def test_validation_hold_out_must_leave_training_images(tmp_path):
     ds = load_dataset("npz", path, download=False)
     with pytest.raises(UserError) as info:
         build_processed(ds, val_size=3, split_seed=0)
-    assert "takes every training image of the npz classes 'emu'" in info.value.what
+    assert "takes every training image of the d classes 'emu'" in info.value.what
     assert len(build_processed(ds, val_size=0, split_seed=0).y_train) == 21

@@ -341,7 +341,7 @@ def load_cinic10(root: Path, download: bool, image_size: int | None) -> ImageDat
 def load_imagefolder(root: Path, download: bool, image_size: int | None) -> ImageDataset:
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         raise missing("imagefolder", root, "train/<class>/* and test/<class>/* image files", "no train/ or test/ folder")
-    return read_image_folders("imagefolder", root, ("train",), ("test",), image_size)
+    return read_image_folders(root.name, root, ("train",), ("test",), image_size)  # tables name the folder
 
 
 # --------------------------------------------------------------------------------------------------- npz
@@ -370,7 +370,7 @@ def load_npz(path: Path, download: bool, image_size: int | None) -> ImageDataset
         classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())
     else:
         classes = tuple(str(c) for c in range(int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1))
-    return ImageDataset("npz", classes, x_train, y_train, x_test, y_test, str(path))
+    return ImageDataset(path.stem, classes, x_train, y_train, x_test, y_test, str(path))  # tables name the file
 
 
 def raw_path(name: str, path: str | None, root: Path) -> Path:
