@@ -87,7 +87,8 @@ def test_replacing_your_own_data_puts_prepare_data_out_of_date(tmp_path):
     write(0)
     sh("dvc", "add", "data/raw/mine.npz", cwd=clone)
     assert "data/raw/mine.npz.dvc" in sh("git", "status", "--porcelain", "--untracked-files=all", cwd=clone)
-    sh("dvc", "exp", "run", "-S", "data.name=npz", "-S", "data.path=data/raw/mine.npz", "prepare_data", cwd=clone)
+    sh("dvc", "exp", "run", "-S", "data.name=npz", "-S", "data.path=data/raw/mine.npz", "-S", "prepare_data.val_size=30",
+       "prepare_data", cwd=clone)
     assert json.loads((clone / "data" / "processed" / "info.json").read_text())["name"] == "mine"
     assert "up to date" in sh("dvc", "status", "prepare_data", cwd=clone).lower()
     write(1)
