@@ -3,7 +3,10 @@
 One child MLflow run per cell and trial (``augment@<n>/<setting>+<added>/trial=<i>``) with params ``setting,
 n_base, n_real_added, n_syn_added, trial`` and metric ``accuracy`` (test top-1, %; ``top5`` too with more than 10 classes), tested on the full real test set. Epochs
 follow ``equivalence.epochs_by_base`` with lr x0.1 at 50 % and 75 %. Writes
-``reports/equivalence/augment/base_<n>.json``.
+``reports/equivalence/augment/base_<n>.json`` (with ``dropped_cells``). Before any training it prints one
+warning line per cell the grid drops (base size, setting, ratio, why), warns when this base size has no real
+cell (fit_equivalence then leaves it out), and refuses (UserError) a grid where no base size has real cells, an
+open-set folder whose class folders are not the dataset's classes, or a pool smaller than a cell needs.
 """
 
 from __future__ import annotations
@@ -11,7 +14,15 @@ from __future__ import annotations
 import torch
 
 from synthgap.config import TrainConfig
-from synthgap.equivalence.grid import cell_training_set, epochs_for, grid_cells, load_pool
+from synthgap.equivalence.grid import (
+    cell_training_set,
+    check_pool_sizes,
+    check_real_cells,
+    dropped_line,
+    epochs_for,
+    grid_cells,
+    load_pool,
+)
 from synthgap.errors import run_main
 from synthgap.models import build_classifier, spec_for_data
 from synthgap.paths import atomic_write_json, repo_root
@@ -38,8 +49,17 @@ def main() -> None:
         data, base_idx = base_subset(workspace, n_base)
         pools = {"closed": load_pool(workspace / "data" / "synthetic" / "sample_diffusion" / f"base_{n_base}.npz", "npz", data.num_classes)}
         if cfg.open_set.path is not None:
-            pools["open"] = load_pool(repo_root() / cfg.open_set.path, cfg.open_set.format, data.num_classes)
-        cells, skipped = grid_cells(n_base, len(data.y_train), cfg.real_ratios, cfg.syn_ratios, tuple(pools))
+            pools["open"] = load_pool(repo_root() / cfg.open_set.path, cfg.open_set.format, data.num_classes, data.classes)
+        # everything the grid cannot hold is said (or refused) before any training
+        without_real = check_real_cells(cfg.base_sizes, len(data.y_train), cfg.real_ratios)
+        cells, dropped = grid_cells(n_base, len(data.y_train), cfg.real_ratios, cfg.syn_ratios, tuple(pools))
+        check_pool_sizes(cells, pools)
+        for drop in dropped:
+            print(dropped_line(params.stage, drop), flush=True)
+        if n_base in without_real:
+            print(f"{params.stage}: warning: n_base {n_base:,} has no real-addition cell, so fit_equivalence leaves it "
+                  "out (its synthetic cells still train for the accuracy curves)", flush=True)
+        skipped = [d["ratio"] for d in dropped if d["setting"] == "real"]
         epochs = epochs_for(n_base, cfg.epochs_by_base)
         train_cfg = TrainConfig.model_validate(
             cfg.classifier.train.model_dump() | {"epochs": epochs, "milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})}
@@ -56,11 +76,9 @@ def main() -> None:
         rows = run_jobs(run, params.stage, jobs, score, device=device, evals={"test": test})
         out = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.json"
         atomic_write_json(out, {"rows": rows, "cells": summarise(rows, ("accuracy", "top5")), "epochs": epochs,
-                                "skipped_real_ratios": skipped})
+                                "skipped_real_ratios": skipped, "dropped_cells": dropped})
         run.log_metrics({"cells": len(rows), "epochs": epochs})
         run.log_artifact(out)
-        if skipped:
-            print(f"{params.stage}: real ratios {skipped} skipped (the training split has {len(data.y_train)} images)")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from synthgap.equivalence.grid import Cell, balanced_prefix, cell_training_set, 
 
 
 def test_grid_cells_and_skipped_real_ratios():
-    cells, skipped = grid_cells(100, 250, (0.5, 1.0, 2.0), (1, 2), ("closed",))
-    assert skipped == [2.0]
+    cells, dropped = grid_cells(100, 250, (0.5, 1.0, 2.0), (1, 2), ("closed",))
+    assert [(d["setting"], d["ratio"], d["added"]) for d in dropped] == [("real", 2.0, 200)]
     real = [c for c in cells if c.setting == "real"]
     assert [c.n_real_added for c in real] == [0, 50, 100]
     assert [c.n_syn_added for c in cells if c.setting == "closed"] == [100, 200]
@@ -65,9 +65,82 @@ def test_open_set_pools_load_from_npz_and_image_folders(tmp_path):
     for c in ("cat", "dog"):
         (tmp_path / "folder" / c).mkdir(parents=True)
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "folder" / c / "0.png")
-    x, y = load_pool(tmp_path / "folder", "imagefolder", 2)
+    x, y = load_pool(tmp_path / "folder", "imagefolder", 2, ("cat", "dog"))
     assert x.shape == (2, 8, 8, 3) and y.tolist() == [0, 1]
+    _, y = load_pool(tmp_path / "folder", "imagefolder", 2, ("dog", "cat"))
+    assert y.tolist() == [1, 0]  # labels follow the dataset's class order, not the folders' sorted order
     with pytest.raises(UserError, match="labels up to 2"):
         load_pool(tmp_path / "pool.npz", "npz", 2)
     with pytest.raises(UserError, match="not found"):
         load_pool(tmp_path / "missing.npz", "npz", 3)
+
+
+def test_synthetic_picks_are_redrawn_per_trial_and_real_picks_keep_their_rule():
+    from synthgap.data.splits import proportional_subset
+    from synthgap.seeding import derive_seed, trial_seed
+
+    y = np.repeat(np.arange(4), 50)
+    x = np.arange(200, dtype=np.int64).reshape(-1, 1, 1, 1)  # image i holds i
+    base = np.arange(0, 200, 10)
+    pools = {"open": (np.arange(1000, 1400, dtype=np.int64).reshape(-1, 1, 1, 1), np.tile(np.arange(4), 100))}
+    syn = Cell("open", 20, 0, 40)
+    first = cell_training_set(syn, x, y, base, pools, 4, trial_seed(3, 0))[0][20:].ravel()
+    second = cell_training_set(syn, x, y, base, pools, 4, trial_seed(3, 1))[0][20:].ravel()
+    assert set(first) != set(second)  # another trial: other synthetic images
+    again = cell_training_set(syn, x, y, base, pools, 4, trial_seed(3, 0))[0][20:].ravel()
+    np.testing.assert_array_equal(first, again)  # the same trial again: the same images
+    # real picks: class-proportional from outside the base, seeded by (trial seed, "real", n_base) as before
+    seed = trial_seed(3, 1)
+    real = cell_training_set(Cell("real", 20, 40, 0), x, y, base, pools, 4, seed)[0][20:].ravel()
+    rest = np.setdiff1d(np.arange(200), base)
+    np.testing.assert_array_equal(real, rest[proportional_subset(y[rest], 40, derive_seed(seed, "real", 20))])
+
+
+def image_folder(root, names, per_class=1):
+    from PIL import Image
+
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_open_set_folders_must_be_the_datasets_classes(tmp_path):
+    from synthgap.equivalence.grid import load_pool
+    from synthgap.errors import UserError
+
+    cifar = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    cifake = image_folder(tmp_path / "cifake" / "train", ("FAKE", "REAL"))
+    with pytest.raises(UserError, match="CIFAKE.*no labels of the dataset's classes.*cannot be used as a labelled open-set pool"):
+        load_pool(cifake, "imagefolder", 10, cifar)
+    odd = image_folder(tmp_path / "odd", ("cat", "dog", "lion"))
+    with pytest.raises(UserError, match=r"\['lion'\] are not dataset classes and \['bird'\] are missing"):
+        load_pool(odd, "imagefolder", 3, ("cat", "dog", "bird"))
+
+
+def test_grid_drops_are_listed_before_training_and_an_empty_fit_is_refused():
+    from synthgap.equivalence.grid import check_real_cells, dropped_line
+    from synthgap.errors import UserError
+
+    # 400 training images: n_base 300 fits no real ratio; 0.001 x 100 rounds to 0; 1.004 x 100 repeats 1.0
+    cells, dropped = grid_cells(300, 400, (0.5, 1.0), (1.0, 1.001), ("closed",))
+    assert [c.name for c in cells] == ["real+0", "closed+300"]
+    assert [(d["setting"], d["ratio"]) for d in dropped] == [("real", 0.5), ("real", 1.0), ("closed", 1.001)]
+    line = dropped_line("augment@300", dropped[0])
+    assert line == "augment@300: warning: n_base 300, setting real, ratio 0.5: cell dropped (n_base + 150 = 450 exceeds the 400 training images)"
+    _, dropped = grid_cells(100, 400, (0.001, 1.0, 1.004), (), ())
+    assert [(d["ratio"], d["added"]) for d in dropped] == [(0.001, 0), (1.004, 100)]
+    assert check_real_cells((100, 300), 400, (0.5, 1.0)) == [300]  # 300 warned and left out of the fit
+    with pytest.raises(UserError, match="no base size.*400 training images"):
+        check_real_cells((300, 350), 400, (0.5, 1.0))
+
+
+def test_a_pool_too_small_for_the_grid_is_a_user_error_naming_sizes_and_key():
+    from synthgap.equivalence.grid import check_pool_sizes
+    from synthgap.errors import UserError
+
+    cells, _ = grid_cells(100, 1000, (), (1, 2), ("open",))
+    check_pool_sizes(cells, {"open": (None, np.zeros(200))})
+    with pytest.raises(UserError, match=r"open synthetic pool holds 150 images but n_base 100 at ratio 2 needs 200.*equivalence.open_set.path"):
+        check_pool_sizes(cells, {"open": (None, np.zeros(150))})

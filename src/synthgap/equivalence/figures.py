@@ -13,17 +13,24 @@ from synthgap.equivalence.fit import SettingFit, equivalence
 from synthgap.plots import save_figure
 
 
-def contour(fit: SettingFit, n_base: int, path: Path, title: str) -> None:
-    """Fitted accuracy over (added real, added synthetic) at one base size, with the fitted equivalence curve."""
+def contour_grid(fit: SettingFit, n_base: int, points: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(added real / n_base, added synthetic / n_base, fitted accuracy %) on the contour's grid. The fitted
+    log surface is unbounded and extrapolates past 100 % far from the measured cells; an accuracy cannot, so
+    the values are clipped to [0, 100] (the colour bar says so)."""
     model = fit.models[n_base]
-    real = np.linspace(0, 3 * n_base, 120)
-    syn = np.linspace(0, 5 * n_base, 120)
-    grid_real, grid_syn = np.meshgrid(real, syn)
+    grid_real, grid_syn = np.meshgrid(np.linspace(0, 3 * n_base, points), np.linspace(0, 5 * n_base, points))
     acc = model(n_base + grid_real.ravel(), grid_syn.ravel()).reshape(grid_real.shape)
+    return grid_real / n_base, grid_syn / n_base, np.clip(acc, 0.0, 100.0)
+
+
+def contour(fit: SettingFit, n_base: int, path: Path, title: str) -> None:
+    """Fitted accuracy over (added real, added synthetic) at one base size, with the fitted equivalence curve;
+    accuracies are clipped to [0, 100] % (``contour_grid``)."""
+    real_ratio, syn_ratio, acc = contour_grid(fit, n_base)
     fig, ax = plt.subplots(figsize=(5.2, 4))
-    filled = ax.contourf(grid_real / n_base, grid_syn / n_base, acc, levels=20, cmap="viridis")
-    ax.contour(grid_real / n_base, grid_syn / n_base, acc, levels=10, colors="white", linewidths=0.4)
-    fig.colorbar(filled, ax=ax, label="fitted accuracy (%)")
+    filled = ax.contourf(real_ratio, syn_ratio, acc, levels=20, cmap="viridis")
+    ax.contour(real_ratio, syn_ratio, acc, levels=10, colors="white", linewidths=0.4)
+    fig.colorbar(filled, ax=ax, label="fitted accuracy (%, clipped at 100)")
     ratios = np.linspace(0, 3, 100)
     curve = equivalence(n_base, ratios, fit.c1, fit.c2, fit.tau)
     keep = curve <= 5
@@ -38,7 +45,7 @@ def contour(fit: SettingFit, n_base: int, path: Path, title: str) -> None:
 
 def accuracy_curves(frame: pd.DataFrame, fits: dict[str, SettingFit], path: Path, title: str) -> None:
     """Measured accuracy against the amount added (as a multiple of n_base), one panel per base size; error
-    bars are 95 % intervals over trials (none with one trial)."""
+    bars are 95 % intervals over trials (none with one trial); fitted lines are clipped at 100 %."""
     bases = sorted({b for fit in fits.values() for b in fit.models})
     fig, axes = plt.subplots(1, len(bases), figsize=(4.2 * len(bases), 3.4), squeeze=False)
     for ax, n_base in zip(axes[0], bases):
@@ -49,7 +56,7 @@ def accuracy_curves(frame: pd.DataFrame, fits: dict[str, SettingFit], path: Path
             line = ax.errorbar(rows.index / n_base, rows["mean"], yerr=rows["half"], fmt="o", capsize=3, label=setting)[0]
             if n_base in fit.models:
                 xs = np.linspace(0, max(rows.index.max(), real.index.max()) / n_base, 100)
-                ax.plot(xs, fit.models[n_base](n_base, xs * n_base), "-", color=line.get_color(), alpha=0.6)
+                ax.plot(xs, np.clip(fit.models[n_base](n_base, xs * n_base), 0.0, 100.0), "-", color=line.get_color(), alpha=0.6)
         ax.set(xlabel="added / n_base", ylabel="top-1 (%)", title=f"n_base = {n_base:,}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

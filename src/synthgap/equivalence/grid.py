@@ -2,9 +2,12 @@
 
 A cell is (setting, n_base, n_real_added, n_syn_added), trained once per trial. ``real`` cells add real
 training images outside the base subset in class proportion; ``closed`` and ``open`` cells add class-balanced
-synthetic images from the pool; both are redrawn per trial and nested across ratios within a trial. Mixing is plain concatenation with a
-uniform shuffle (done by the training loop). Real ratios that need more images than the training split has
-are skipped and reported.
+synthetic images from the pool; both are redrawn per trial (seeded by the trial seed, the setting and n_base)
+and nested across ratios within a trial. Mixing is plain concatenation with a uniform shuffle (done by the
+training loop). Cells the grid cannot hold (real ratios needing more images than the training split has,
+ratios rounding to 0 or to another ratio's cell) are dropped with one warning line each before any training;
+a base size left without real cells is left out of the equivalence fit (warned), and a grid where every base
+size is is a UserError. A synthetic pool smaller than a cell needs is a UserError, also before training.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from synthgap.data.splits import proportional_subset
+from synthgap.errors import UserError
 from synthgap.seeding import derive_seed
 
 
@@ -33,19 +37,65 @@ class Cell:
         return asdict(self)
 
 
-def grid_cells(n_base: int, n_train: int, real_ratios, syn_ratios, settings: tuple[str, ...]) -> tuple[list[Cell], list[float]]:
-    """All cells of one base size (each trained ``trials`` times), and the real ratios skipped because the
-    training split is too small."""
-    cells, skipped = [Cell("real", n_base, 0, 0)], []
+def grid_cells(n_base: int, n_train: int, real_ratios, syn_ratios, settings: tuple[str, ...]) -> tuple[list[Cell], list[dict]]:
+    """All cells of one base size (each trained ``trials`` times), and the cells dropped, each as a dict with
+    ``n_base, setting, ratio, added, reason``: real ratios that need more images than the training split has
+    (``n_base + added > n_train``), and ratios whose rounded count is 0 or repeats another ratio's cell."""
+    cells, dropped = [Cell("real", n_base, 0, 0)], []
+
+    def add(cell: Cell, ratio: float, added: int) -> None:
+        reason = None
+        if added == 0:
+            reason = f"round({ratio} x {n_base}) = 0 images"
+        elif cell in cells:
+            reason = f"{added} images, the same cell as another ratio"
+        elif cell.setting == "real" and n_base + added > n_train:
+            reason = f"n_base + {added} = {n_base + added} exceeds the {n_train:,} training images"
+        if reason is None:
+            cells.append(cell)
+        else:
+            dropped.append({"n_base": n_base, "setting": cell.setting, "ratio": ratio, "added": added, "reason": reason})
+
     for ratio in real_ratios:
         added = round(ratio * n_base)
-        if n_base + added > n_train:
-            skipped.append(ratio)
-            continue
-        cells.append(Cell("real", n_base, added, 0))
+        add(Cell("real", n_base, added, 0), ratio, added)
     for setting in settings:
-        cells += [Cell(setting, n_base, 0, round(ratio * n_base)) for ratio in syn_ratios]
-    return cells, skipped
+        for ratio in syn_ratios:
+            added = round(ratio * n_base)
+            add(Cell(setting, n_base, 0, added), ratio, added)
+    return cells, dropped
+
+
+def dropped_line(stage: str, drop: dict) -> str:
+    """The one warning line of a dropped cell."""
+    return (f"{stage}: warning: n_base {drop['n_base']:,}, setting {drop['setting']}, ratio {drop['ratio']}: "
+            f"cell dropped ({drop['reason']})")
+
+
+def check_real_cells(base_sizes, n_train: int, real_ratios) -> list[int]:
+    """Base sizes left without any real-addition cell (the equivalence fit leaves them out); a UserError when
+    that is every base size, since fit_equivalence then has nothing to fit (raised before any training)."""
+    empty = [b for b in base_sizes if not any(c.n_real_added for c in grid_cells(b, n_train, real_ratios, (), ())[0])]
+    if empty and len(empty) == len(tuple(base_sizes)):
+        raise UserError(
+            f"no base size in equivalence.base_sizes {list(base_sizes)} gets a real-addition cell: every n_base + "
+            f"round(ratio x n_base) for equivalence.real_ratios {list(real_ratios)} exceeds the {n_train:,} training images "
+            f"(or rounds to 0), so fit_equivalence would have no real axis",
+            "lower equivalence.base_sizes or equivalence.real_ratios so that n_base x (1 + ratio) fits the train split")
+    return empty
+
+
+def check_pool_sizes(cells: list[Cell], pools: dict) -> None:
+    """A UserError, before any training, when a synthetic pool holds fewer images than a cell adds."""
+    for setting, (_, pool_y) in pools.items():
+        need = max((c.n_syn_added for c in cells if c.setting == setting), default=0)
+        if need > len(pool_y):
+            n_base = cells[0].n_base
+            key = ("equivalence.open_set.path (a bigger pool) or equivalence.syn_ratios" if setting == "open" else
+                   "equivalence.syn_ratios (the sample_diffusion pool holds max(syn_ratios) x n_base images; rerun it)")
+            raise UserError(
+                f"the {setting} synthetic pool holds {len(pool_y):,} images but n_base {n_base:,} at ratio "
+                f"{need / n_base:g} needs {need:,}", f"change {key}")
 
 
 def epochs_for(n_base: int, schedule: tuple[tuple[int, int], ...]) -> int:
@@ -87,13 +137,14 @@ def cell_training_set(cell: Cell, x_train, y_train, base_idx, pools: dict, num_c
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def load_pool(path, fmt: str, num_classes: int):
+def load_pool(path, fmt: str, num_classes: int, classes: tuple[str, ...] | None = None):
     """A labelled synthetic pool: an .npz with x_train/y_train (as ``save_synthetic`` writes), or an image
-    folder of ``<class>/*`` files whose sorted class names index the labels."""
+    folder of ``<class>/*`` files. An image folder's sub-folders must be exactly the dataset's class names
+    ``classes`` (each folder's label is its name's index there, not its sorted position), so that a folder
+    layout that does not carry the dataset's labels (CIFAKE's ``train/{FAKE,REAL}``) cannot mislabel a pool."""
     from pathlib import Path
 
     from synthgap.data import formats
-    from synthgap.errors import UserError
 
     path = Path(path)
     if fmt == "npz":
@@ -104,11 +155,33 @@ def load_pool(path, fmt: str, num_classes: int):
     else:
         if not path.is_dir():
             raise UserError(f"synthetic image folder {path} not found", "point equivalence.open_set.path at <class>/* images")
-        _, items = formats.list_image_folder(path)
+        folders, items = formats.list_image_folder(path)
+        names = tuple(str(c) for c in classes) if classes is not None else tuple(str(c) for c in range(num_classes))
+        check_pool_folders(path, folders, names)
+        index = {name: i for i, name in enumerate(names)}
         files = [f for f, _ in items]
         x = formats.read_images(files, None, grayscale=formats.is_grayscale(files[0]))
-        y = np.asarray([label for _, label in items], dtype=np.int64)
+        y = np.asarray([index[folders[label]] for _, label in items], dtype=np.int64)
     if y.max(initial=0) >= num_classes:
         raise UserError(f"synthetic pool {path} has labels up to {y.max()} but the dataset has {num_classes} classes",
                         "use the dataset's class indices")
     return x, y
+
+
+def check_pool_folders(path, folders, classes: tuple[str, ...]) -> None:
+    """A UserError unless the class folders of an open-set image folder are exactly the dataset's classes."""
+    unexpected = sorted(set(folders) - set(classes))
+    missing = [c for c in classes if c not in set(folders)]
+    if not unexpected and not missing:
+        return
+    if {f.upper() for f in folders} <= {"FAKE", "REAL"}:
+        raise UserError(
+            f"open-set image folder {path} has the class folders {sorted(folders)}: CIFAKE's real-vs-fake layout, "
+            f"which carries no labels of the dataset's classes ({len(classes)}: {', '.join(classes[:10])}"
+            f"{', ...' if len(classes) > 10 else ''}), so it cannot be used as a labelled open-set pool as is",
+            "sort the synthetic images into <class>/ folders named after the dataset's classes (or an .npz with "
+            "x_train, y_train) and point equivalence.open_set.path there")
+    raise UserError(
+        f"open-set image folder {path}: class folders {unexpected or 'none'} are not dataset classes and "
+        f"{missing or 'none'} are missing",
+        f"name the sub-folders exactly after the dataset's classes ({', '.join(classes)}) or fix equivalence.open_set.path")
