@@ -47,7 +47,8 @@ def main() -> None:
         vae_log = pretrain_vae(model.vae, x, steps=pre.vae_steps, batch_size=pre.batch_size, lr=pre.lr,
                                resolution=cfg.resolution, seed=params.seed, desc=f"{STAGE} vae")
         training = UnetTraining(steps=pre.unet_steps, batch_size=pre.batch_size, lr=pre.lr, resolution=cfg.resolution,
-                                lora=None, snr_gamma=None, distribution="none", guidance="none")
+                                lora=None, snr_gamma=None, distribution="none", guidance="none", flip=cfg.flip,
+                                weight_decay=1e-2, max_grad_norm=None)
         _, unet_log = train_unet(model, x, prompts, None, training, seed=params.seed, device=device,
                                  state_path=state_file(repo_root(), STAGE, params.flat()), state_every=200,
                                  log_every=max(1, pre.unet_steps // 10), desc=f"{STAGE} unet",

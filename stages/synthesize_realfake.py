@@ -3,8 +3,10 @@
 For every variant of ``realfake.ablation`` (``base``: no adapter) and both modes, ``img2img`` (latent prior:
 from each real training image) and ``txt2img``, one image per training image with that image's prompt and
 guidance token, once per trial; the ``full`` img2img set has ``max(realfake.scales)`` copies per trial (copy c of
-image i has its own seed), so Table 3's x k is the first k copies of a trial's block (:func:`trial_block`). Writes ``data/synthetic/synthesize_realfake/<variant>_<mode>.npz``
-(``x_train``, ``y_train``, ``seeds``, ``source_index``) and a preview per set.
+image i has its own seed), so Table 3's x k is the first k copies of a trial's block (:func:`trial_block`). The
+seed of copy c of image i in trial t is the same in every variant and mode (:func:`set_seeds`): paired sets.
+Writes ``data/synthetic/synthesize_realfake/<variant>_<mode>.npz`` (``x_train``, ``y_train``, ``seeds``,
+``source_index``) and a preview per set.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import torch
 from synthgap.data import load_processed
 from synthgap.errors import run_main
 from synthgap.gafi.sampling import save_synthetic
-from synthgap.noise import image_seeds
 from synthgap.paths import repo_root
 from synthgap.plots import class_columns, sample_grid
 from synthgap.realfake.finetune import load_adapter
 from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
-from synthgap.realfake.pipeline import adapter_path, copies_per_trial, load_model, prompts_for, set_path, synthesis_spec
+from synthgap.realfake.pipeline import (adapter_path, copies_per_trial, load_model, prompts_for, set_path, set_seeds,
+                                       synthesis_spec)
 from synthgap.realfake.synthesis import synthesize
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
@@ -52,7 +54,8 @@ def main() -> None:
             for mode in ("img2img", "txt2img"):
                 copies = params.trials * copies_per_trial(cfg, variant, mode)
                 source = np.tile(np.arange(n), copies)
-                seeds = image_seeds(params.seed, torch.arange(n * copies), STAGE, variant, mode).tolist()
+                # paired across variants and modes: (trial, copy, image) alone names an image's seed
+                seeds = set_seeds(params.seed, n, params.trials, copies_per_trial(cfg, variant, mode), STAGE)
                 images = synthesize(
                     model, synthesis_spec(cfg, mode, lora=variant != "base"), [prompts[i] for i in source], seeds,
                     sources=x[source] if mode == "img2img" else None,

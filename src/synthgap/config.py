@@ -341,7 +341,7 @@ class DiffusionConfig(Section):
 
 class OpenSetConfig(Section):
     path: StrictStr | None = Field(None, description="Labelled synthetic images made elsewhere; null: no open-set runs.")
-    format: Literal["npz", "imagefolder"] = Field("npz", description="npz: x_train/y_train; imagefolder: <class>/*.")
+    format: Literal["npz", "imagefolder"] = Field("npz", description="npz: x_train/y_train; imagefolder: <class>/* with exactly the dataset's class names as folders.")
 
 
 class QualityConfig(Section):
@@ -399,6 +399,10 @@ class FinetuneConfig(Section):
     steps: StrictInt = Field(200, ge=1)
     batch_size: StrictInt = Field(8, ge=2)
     lr: Float = Field(1e-4, gt=0, le=1)
+    weight_decay: Float = Field(1e-2, ge=0, lt=1, description="AdamW (decoupled) weight decay of the LoRA and "
+                                "guidance-projection weights (released code: adam_weight_decay 1e-2).")
+    max_grad_norm: Float | None = Field(1.0, gt=0, description="Clip the global gradient norm of the trained "
+                                        "weights to this before each step (released code: 1.0); null: no clipping.")
     snr_gamma: Float | None = Field(5.0, gt=0, description="min-SNR weighting gamma; null: plain MSE.")
     distribution: Literal["mean", "kernel"] = Field(
         "mean", description="mean: the released code's linear mean match (weight 0.003); kernel: the paper's MMD (0.05).")
@@ -443,6 +447,10 @@ class RealFakeConfig(Section):
     class_names: tuple[StrictStr, ...] | None = Field(None, description="Words for the prompts; null: dataset names.")
     prompt_template: StrictStr = Field("photo of {name}", description="Class part of the prompt.")
     captions: StrictStr | None = Field(None, description="JSON list of one caption per training image (optional).")
+    flip: StrictBool = Field(
+        True, description="Mirror each training image left-right with probability 1/2 in the stand-in's UNet "
+        "pretraining and in LoRA finetuning (also the privacy shadows'); released code: --random_flip (ImageNet). "
+        "Set false for data that is not mirror-symmetric (digits).")
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     synthesis: SynthesisConfig = SynthesisConfig()

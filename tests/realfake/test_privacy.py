@@ -22,6 +22,23 @@ def test_keep_mask_puts_each_image_in_half_the_experiments():
     np.testing.assert_array_equal(keep, keep_mask(10, 300, seed=0))
 
 
+def test_keep_mask_is_the_released_codes_draw_and_leaves_the_global_rng_alone():
+    state = np.random.get_state()
+    try:  # the released split_half_data, verbatim
+        np.random.seed(0)
+        num = 10
+        keep = np.random.uniform(0, 1, size=(num, 123))
+        order = keep.argsort(0)
+        released = order < int(0.5 * num)
+    finally:
+        np.random.set_state(state)
+    np.random.seed(5)
+    before = np.random.uniform()
+    np.random.seed(5)
+    np.testing.assert_array_equal(keep_mask(10, 123, seed=0), released)
+    assert np.random.uniform() == before  # the global stream is not reseeded
+
+
 def test_logit_confidence_is_log_odds_of_the_true_class():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     p = torch.softmax(logits, 1)

@@ -109,3 +109,54 @@ def test_evaluate_writes_paired_comparisons_with_verdicts(realfake):
         assert lo <= c["diff_mean"] <= hi and c["verdict"] == ("better" if lo > 0 else "worse" if hi < 0 else "no_difference")
     table = (realfake / "reports" / "realfake" / "table1.md").read_text()
     assert "±" in table and "2 trials" in table
+
+
+def test_every_variant_and_mode_starts_each_image_from_the_same_seed(tmp_path, monkeypatch):
+    """Table 2's sets are paired: image i of trial t has one seed in every variant and mode (the stage with its
+    model and synthesis stubbed out, recording the seeds it asks for)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from stages import synthesize_realfake as stage
+    from synthgap.config import RealFakeConfig
+    from synthgap.realfake.pipeline import trial_block
+
+    n, trials = 5, 2
+    cfg = RealFakeConfig(ablation=("base", "plain", "full"), scales=(1, 3))
+    params = SimpleNamespace(section=cfg, seed=7, trials=trials, device="cpu")
+    data = SimpleNamespace(image_shape=(8, 8, 1), y_train=np.arange(n) % 2, x_train=np.zeros((n, 8, 8, 1), np.uint8),
+                           num_classes=2, classes=["a", "b"])
+    asked = {}
+
+    def synthesize(model, spec, prompts, seeds, **kw):
+        asked[kw["desc"].split(" ", 1)[1]] = seeds
+        return torch.zeros(len(seeds), 1, 8, 8, dtype=torch.uint8)
+
+    class Run:
+        def __enter__(self):
+            return SimpleNamespace(log_metrics=lambda *a, **k: None)
+
+        def __exit__(self, *exc):
+            return False
+
+    stubs = dict(realfake_params=lambda name: (params, tmp_path), resolve_device=lambda d: "cpu",
+                 StageRun=lambda *a, **k: Run(), load_processed=lambda path: data,
+                 prompts_for=lambda *a: ["photo"] * n,
+                 to_device_tensors=lambda x, y, d: (torch.zeros(n, 1, 8, 8, dtype=torch.uint8), torch.from_numpy(y)),
+                 load_model=lambda *a: SimpleNamespace(image_encoder=None),
+                 image_embeddings=lambda enc, x: torch.zeros(len(x), 4),
+                 load_adapter=lambda *a: (None, {"guidance": "image"}), guidance_embeddings=lambda *a: None,
+                 synthesize=synthesize, save_synthetic=lambda *a, **k: None, sample_grid=lambda *a: None,
+                 class_columns=lambda *a: slice(None))
+    for name, stub in stubs.items():
+        monkeypatch.setattr(stage, name, stub)
+    stage.main()
+    assert sorted(asked) == sorted(f"{v} {m}" for v in cfg.ablation for m in ("img2img", "txt2img"))
+    assert len(asked["full img2img"]) == trials * 3 * n and len(set(asked["full img2img"])) == trials * 3 * n
+    for t in range(trials):
+        paired = {key: seeds[trial_block(cfg, *key.split(), n, t, 1)] for key, seeds in asked.items()}
+        assert len({tuple(s) for s in paired.values()}) == 1, t  # one seed list for all sets in trial t
+        assert len(set(paired["base img2img"])) == n
+    assert asked["base img2img"][:n] != asked["base img2img"][n:]  # each trial its own seeds

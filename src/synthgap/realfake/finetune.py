@@ -2,10 +2,11 @@
 with distribution matching and visual guidance (Real-Fake Sec. 3), through ``accelerate``.
 
 One step of ``train_unet`` (read top to bottom): a seeded global batch of images (each process of an
-``accelerate launch`` takes its slice), random flip, VAE latents, noise and timesteps, the prompt states with
-the guidance token in the last slot, the UNet's noise prediction, the min-SNR-weighted loss plus the
-distribution term, one optimizer step. Every random choice of step ``s`` comes from ``derive_seed(seed, s)``,
-so a resumed run continues exactly (state every ``state_every`` steps, weights only, atomically).
+``accelerate launch`` takes its slice), random flip (if ``flip``; ``realfake.flip``), VAE latents, noise and
+timesteps, the prompt states with the guidance token in the last slot, the UNet's noise prediction, the
+min-SNR-weighted loss plus the distribution term, gradient-norm clipping (``max_grad_norm``), one AdamW step
+(decoupled ``weight_decay``). Every random choice of step ``s`` comes from ``derive_seed(seed, s)``, so a resumed
+run continues exactly (state every ``state_every`` steps, weights only, atomically).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class UnetTraining:
     distribution: str = "mean"  # mean (released code) | kernel (paper) | none
     distribution_weight: float = 0.003
     guidance: str = "image"  # image (code) | class_mean (paper) | none
-    flip: bool = True
+    flip: bool = True  # mirror each image left-right with probability 1/2
+    weight_decay: float = 1e-2  # AdamW, decoupled
+    max_grad_norm: float | None = None  # clip the global gradient norm of the trained weights; None: no clipping
     mixed_precision: str = "no"  # accelerate: no | bf16 | fp16
     extra: dict = field(default_factory=dict)  # anything else that defines the run (fingerprint only)
 
@@ -170,7 +173,7 @@ def train_unet(
     if projection is not None:
         projection.to(device)
         params += list(projection.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2 if cfg.lora is None else 0.0)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     fingerprint = {"cfg": asdict(cfg), "seed": seed, "n": len(prompts), "world": world}
     start, history = 0, []
     state = load_state(state_path, fingerprint, device)
@@ -220,6 +223,8 @@ def train_unet(
             loss = loss + cfg.distribution_weight * distribution_loss(cfg.distribution, pred, noise, weights)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
+        if cfg.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
         running += accelerator.reduce(loss.detach(), "mean").item() if world > 1 else loss.item()
         count += 1

@@ -19,6 +19,7 @@ import torch
 from synthgap.config import RealFakeConfig
 from synthgap.data.processed import ProcessedData
 from synthgap.errors import UserError
+from synthgap.noise import image_seeds
 from synthgap.realfake.base_model import BaseModel, load_base_model
 from synthgap.realfake.finetune import LoraSpec, UnetTraining
 from synthgap.realfake.synthesis import SynthesisSpec, class_prompt
@@ -87,7 +88,8 @@ def finetune_settings(cfg: RealFakeConfig, variant: str, steps: int | None = Non
         steps=steps or ft.steps, batch_size=ft.batch_size, lr=ft.lr, resolution=cfg.resolution,
         lora=LoraSpec(ft.rank, ft.alpha, tuple(ft.targets)), snr_gamma=ft.snr_gamma,
         distribution=ft.distribution if matching else "none", distribution_weight=ft.weight,
-        guidance=ft.guidance if guidance else "none", mixed_precision=mixed,
+        guidance=ft.guidance if guidance else "none", flip=cfg.flip, weight_decay=ft.weight_decay,
+        max_grad_norm=ft.max_grad_norm, mixed_precision=mixed,
     )
 
 
@@ -130,6 +132,15 @@ def trial_block(cfg: RealFakeConfig, variant: str, mode: str, n: int, trial: int
     images, of which the first ``copies`` are used (each trial's images have their own seeds)."""
     start = trial * copies_per_trial(cfg, variant, mode) * n
     return slice(start, start + copies * n)
+
+
+def set_seeds(seed: int, n: int, trials: int, copies: int, stage: str = "synthesize_realfake") -> list[int]:
+    """Seeds of a saved set laid out as :func:`trial_block` reads it (trial, then copy, then training image):
+    the seed of (trial t, copy c, image i) depends on nothing else, not on the variant, the mode or the copies
+    per trial, so every variant of Table 2 (and both modes) starts image i of trial t from the same noise:
+    paired sets whose differences are the finetunes'."""
+    return torch.cat([image_seeds(seed, torch.arange(n), stage, t, c)
+                      for t in range(trials) for c in range(copies)]).tolist()
 
 
 def set_path(workspace: Path, variant: str, mode: str) -> Path:

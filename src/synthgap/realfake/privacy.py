@@ -24,9 +24,12 @@ from scipy import stats
 
 
 def keep_mask(num_shadows: int, n: int, seed: int = 0) -> np.ndarray:
-    """(K, N) booleans; each column has exactly K // 2 True (pkeep 0.5, as the released code)."""
-    rng = np.random.default_rng(seed)
-    return rng.uniform(size=(num_shadows, n)).argsort(0) < num_shadows // 2
+    """(K, N) booleans; each column has exactly K // 2 True (pkeep 0.5). The released code's draw
+    (``split_half_data`` in finetune/train_text_to_image_lora.py: ``np.random.seed(0)``, ``np.random.uniform(0, 1,
+    size=(10, N)).argsort(0) < int(0.5 * 10)``), from a private legacy ``RandomState`` (the same stream, no global
+    state touched): with seed 0 and K = 10, shadow k trains on the released code's ``exp_id`` k half."""
+    rng = np.random.RandomState(seed)
+    return rng.uniform(0, 1, size=(num_shadows, n)).argsort(0) < int(0.5 * num_shadows)
 
 
 def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
