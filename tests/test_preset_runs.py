@@ -127,7 +127,7 @@ def shrink(preset: dict, num_classes: int, train_images: int, test_images: int,
         g["ablation"][key] = value[:1]
     eq = p.get("equivalence")
     if eq:
-        eq["base_sizes"] = [max(2 * num_classes, min(eq.get("base_sizes", [0])))]
+        eq["base_sizes"] = [min(4 * num_classes, min(eq.get("base_sizes", [0])))]  # room for real additions
         for key in ("real_ratios", "syn_ratios", "fit_ratios"):
             if key in eq:
                 eq[key] = eq[key][:1]
@@ -180,3 +180,36 @@ def test_preset_runs_gafi_end_to_end(preset: Path, tmp_path: Path, record_proper
     assert [line.split("|")[1].strip() for line in ours] == ["Real Data", "Baseline", "GaFi"], ours
     figure3 = (gafi / "figure3.csv").read_text().splitlines()
     assert len(figure3) == 1 + 2  # header + the two searched checkpoints of the one generator
+
+
+def shrink_all(preset: dict, num_classes: int, train_images: int, test_images: int) -> dict:
+    """:func:`shrink`, plus the Equivalence and Real-Fake stages cut to the minimum, for the whole graph."""
+    p = shrink(preset, num_classes, train_images, test_images)
+    diffusion = p["equivalence"]["diffusion"]
+    diffusion.update(steps=2, sampler_steps=2, batch_size=min(diffusion["batch_size"], 16), state_every=0)
+    rf = p["realfake"]
+    rf["pretrain"].update(vae_steps=2, unet_steps=2, width=min(rf["pretrain"]["width"], 16),
+                          text_width=min(rf["pretrain"]["text_width"], 16))
+    rf["finetune"].update(steps=2, batch_size=4, state_every=0)
+    rf["synthesis"].update(steps=2)
+    rf["scales"] = rf["scales"][:1]
+    rf["privacy"].update(shadows=2, finetune_steps=2)
+    return p
+
+
+def test_cifar10_preset_runs_the_whole_graph(tmp_path: Path):
+    """Every stage of dvc.yaml (GaFi, Equivalence, Real-Fake) under `dvc repro` with params/cifar10.yaml's recipes."""
+    preset = REPO / "params" / "cifar10.yaml"
+    raw = yaml.safe_load(preset.read_text())
+    ws = fresh_workspace(tmp_path / "ws")
+    WRITERS["cifar10"](ws / "data" / "raw" / "cifar10", 20, 4)
+    (ws / "params.yaml").write_text(yaml.safe_dump(shrink_all(raw, 10, 200, 40), sort_keys=False))
+    start = time.perf_counter()
+    proc = run_dvc(ws, "repro", timeout=3000)
+    print(f"\ncifar10.yaml: dvc repro (whole graph) took {time.perf_counter() - start:.0f} s")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    status = run_dvc(ws, "status", timeout=300)
+    assert "up to date" in status.stdout.lower(), status.stdout
+    summary = json.loads((ws / "reports" / "summary.json").read_text())
+    assert {"real_top1", "gafi_cas"} <= summary["headline"].keys() and summary["comparisons"]
+    assert (ws / "reports" / "equivalence" / "equivalence.json").is_file()

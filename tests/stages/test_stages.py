@@ -238,4 +238,4 @@ def test_reference_classifier_from_another_dataset_is_refused(trained, tmp_path)
     workspace(ws, name="npz", path="three.npz", **{"val_size: 100": "val_size: 30"})
     assert run_stage("prepare_data", ws).returncode == 0
     line = assert_one_error_line(run_stage("cas_baseline", ws), "was trained on digits (10 classes")
-    assert "not on npz (3 classes" in line and "rerun train_reference" in line
+    assert "not on three (3 classes" in line and "rerun train_reference" in line
