@@ -4,7 +4,7 @@
     python scripts/readme_results.py --check  # exit 1 if README.md differs from what reports/ say
 
 Each block sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in README.md and is
-rebuilt from ``reports/`` alone: the GaFi tables, the Equivalence grid, the Real-Fake tables and, for every
+rebuilt from ``reports/`` alone: the GaFi tables, the Equivalence grid, the Real-Fake tables, the synthgap table and, for every
 paired comparison in ``reports/summary.json``, one sentence that says what its verdict says and nothing more.
 ``tests/test_readme.py`` runs the check.
 """
@@ -113,6 +113,8 @@ def blocks(root: Path) -> dict[str, str]:
         "equivalence_verdicts": verdict_lines(comparisons, "equivalence"),
         "realfake_tables": "".join(f"{table_file(root / 'reports' / 'realfake' / f'table{i}.md')}\n" for i in (1, 2, 3)),
         "realfake_verdicts": verdict_lines(comparisons, "realfake"),
+        "synthgap_table": table_file(root / "reports" / "synthgap" / "table.md"),
+        "synthgap_verdicts": verdict_lines(comparisons, "synthgap"),
         "runtime": runtime(root),
         "privacy": privacy(root),
         "stacked_benchmark": stacked(root),

@@ -2,10 +2,13 @@
 
 The pool holds ``max(equivalence.syn_ratios) * n_base`` images, labels interleaved so that every prefix is
 class-balanced, each from its own seed (deterministic Heun, ``equivalence.diffusion.sampler_steps`` steps).
-Writes ``data/synthetic/sample_diffusion/base_<n>.npz`` (images, labels, seeds, class names) and a preview.
+Writes ``data/synthetic/sample_diffusion/base_<n>.npz`` (images, labels, seeds, class names, and ``seconds``: the
+wall seconds the sampling took, the generation cost compare_generators reports) and a preview.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -34,11 +37,14 @@ def main() -> None:
         labels = torch.arange(count, device=device) % data.num_classes
         seeds = image_seeds(params.seed, torch.arange(count), STAGE, n_base)
         h, _, c = data.image_shape
+        start = time.perf_counter()
         images = sample_set(denoiser, labels, seeds, (c, h, h), steps=cfg.diffusion.sampler_steps)
-        save_synthetic(workspace / "data" / "synthetic" / STAGE / f"base_{n_base}.npz", images, labels, data.classes, seeds)
+        seconds = time.perf_counter() - start
+        save_synthetic(workspace / "data" / "synthetic" / STAGE / f"base_{n_base}.npz", images, labels, data.classes, seeds,
+                       seconds=seconds)
         preview = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.png"
         sample_grid(images[: 8 * data.num_classes], data.num_classes, preview, f"{params.stage}: one column per class")
-        run.log_metrics({"pool_size": count})
+        run.log_metrics({"pool_size": count, "seconds_per_1000": 1000 * seconds / count})
         run.log_artifact(preview)
 
 

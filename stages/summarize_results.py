@@ -1,7 +1,7 @@
 """Stage summarize_results: the headline numbers and verdicts of all three papers in one place.
 
 Merges the ``summary.json`` that each paper's report stage writes (``report_gafi``, ``fit_equivalence``,
-``evaluate_realfake``) into ``reports/summary.json``, the DVC metrics file that ``dvc metrics show`` and
+``evaluate_realfake``) and the synthgap table's (``compare_generators``) into ``reports/summary.json``, the DVC metrics file that ``dvc metrics show`` and
 ``dvc exp show`` display::
 
     {"headline": {"real_top1": {"mean": .., "ci95": [lo, hi], "trials": n}, ...},
@@ -23,7 +23,7 @@ from synthgap.tracking import StageRun
 
 STAGE = "summarize_results"
 PARTS = {"gafi": "reports/gafi/summary.json", "equivalence": "reports/equivalence/summary.json",
-         "realfake": "reports/realfake/summary.json"}
+         "realfake": "reports/realfake/summary.json", "synthgap": "reports/synthgap/summary.json"}
 
 
 def markdown(summary: dict) -> str:

@@ -193,10 +193,15 @@ def shrink_all(preset: dict, num_classes: int, train_images: int, test_images: i
     rf["synthesis"].update(steps=2)
     rf["scales"] = rf["scales"][:1]
     rf["privacy"].update(shadows=2, finetune_steps=2)
+    eq, cg = p["equivalence"], p["compare_generators"]
+    cg["edm_base"] = eq["base_sizes"][0]
+    cg["images"] = round(max(eq["syn_ratios"]) * cg["edm_base"])  # the EDM pool holds this many
+    cg["filter_rounds"] = p["gafi"]["filter_rounds"]
     return p
 
 
-LEAVES = ("report_gafi", "augment", "measure_synthetic", "evaluate_realfake", "attack_membership", "detect_copies")
+LEAVES = ("report_gafi", "augment", "measure_synthetic", "evaluate_realfake", "attack_membership", "detect_copies",
+          "compare_generators")
 
 
 def test_cifar10_preset_runs_the_whole_graph(tmp_path: Path):
@@ -217,5 +222,7 @@ def test_cifar10_preset_runs_the_whole_graph(tmp_path: Path):
     assert "up to date" in status.stdout.lower(), status.stdout
     assert json.loads((ws / "reports" / "gafi" / "summary.json").read_text())["comparisons"]
     assert json.loads((ws / "reports" / "realfake" / "summary.json").read_text())
+    table = (ws / "reports" / "synthgap" / "table.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in table[1:]] == list(raw["compare_generators"]["sources"])
     fit = run_dvc(ws, "repro", "fit_equivalence", timeout=600)
     assert fit.returncode != 0 and "solvable equivalence tuple(s); add results at more ratios" in fit.stdout + fit.stderr

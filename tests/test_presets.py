@@ -155,7 +155,9 @@ def test_quick_cifar10_preset_is_cifar10_with_only_epochs_and_grids_cut():
                     "gafi.cas.train.epochs", "gafi.cas.train.milestones", "gafi.synthetic_size", "gafi.filter_rounds",
                     "gafi.search.checkpoints", "gafi.search.stddevs", "gafi.search.thresholds",
                     "gafi.ablation.thresholds", "gafi.ablation.recycle", "gafi.ablation.stddevs"}
-    assert cut - allowed_gafi <= {key for key in full if key.startswith("equivalence.")}, cut - allowed_gafi
+    allowed_compare = {"compare_generators.images", "compare_generators.edm_base", "compare_generators.filter_rounds",
+                       "compare_generators.classifier.train.epochs", "compare_generators.classifier.train.milestones"}
+    assert cut - allowed_gafi - allowed_compare <= {key for key in full if key.startswith("equivalence.")}, cut - allowed_gafi
     gafi = load_stage_params("cas_final", REPO / "params" / "cifar10-quick.yaml", section="gafi").section
     assert (gafi.generator_seeds, gafi.num_generators, gafi.gan.g_width, gafi.gan.blocks) == ((0,), (1,), 128, "studiogan")
     assert (gafi.cas.model.arch, gafi.cas.model.width) == ("resnet20", 64)
@@ -198,3 +200,16 @@ def test_gafi_presets_hold_every_key_the_gafi_stages_list(preset: Path):
 
     missing = sorted(key for key in dvc_params() if not present(key))
     assert not missing, f"{preset.name} lacks {missing}: `dvc repro report_gafi` would stop"
+
+
+@pytest.mark.parametrize("path", [REPO / "params.yaml", *sorted((REPO / "params").glob("*.yaml"))], ids=lambda p: p.name)
+def test_the_synthgap_table_trains_gafis_cas_classifier_on_a_pool_that_holds_its_sets(path):
+    """compare_generators measures every family with the CAS protocol of gafi.cas, and the EDM pool it reads
+    (max(syn_ratios) x edm_base images, class-balanced) can fill a set of `images` (null: the train split)."""
+    gafi = load_stage_params("cas_final", path, section="gafi").section
+    compare = load_stage_params("compare_generators", path).section
+    assert compare.classifier == gafi.cas
+    equivalence = load_stage_params("augment", path, section="equivalence").section
+    assert compare.edm_base in equivalence.base_sizes
+    if compare.images is not None:
+        assert compare.images <= round(max(equivalence.syn_ratios) * compare.edm_base)

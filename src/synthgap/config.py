@@ -470,6 +470,38 @@ class RealFakeConfig(Section):
         return self
 
 
+SOURCES = ("gan", "gan_gafi", "edm", "edm_gafi", "txt2img", "txt2img_gafi", "img2img", "img2img_gafi")
+
+
+class CompareGeneratorsConfig(Section):
+    """compare_generators: every generator family's synthetic data under one CAS protocol (the synthgap table)."""
+
+    sources: tuple[Literal[SOURCES], ...] = Field(  # type: ignore[valid-type]
+        SOURCES, min_length=1, description="gan: GaFi's Baseline set (last checkpoint, stddev 1, no filter); edm: the "
+        "closed-set EDM pool of edm_base; txt2img / img2img: the Real-Fake stand-in's sets of realfake_variant; "
+        "<family>_gafi: with GaFi's post-processing (the GAN as cas_final ran it; pools: the filter rule on the pool "
+        "and a fresh class-balanced draw of its accepted images every `recycle` epochs).")
+    images: StrictInt | None = Field(None, ge=1, description="Synthetic images per CAS set, class-balanced, the same "
+                                     "for every source; null: as many as the real train split.")
+    edm_base: StrictInt = Field(25000, ge=1, description="Base size whose sample_diffusion pool is the EDM source "
+                                "(one of equivalence.base_sizes; its pool must hold `images` per class).")
+    realfake_variant: Literal["base", "plain", "guidance", "matching", "full"] = Field(
+        "full", description="Which synthesize_realfake sets are the text-to-image sources (one of realfake.ablation).")
+    threshold: Float | None = Field(None, ge=0, lt=1, description="Filter threshold of the pool sources' GaFi "
+                                    "post-processing; null: the one cas_final used (GaFi's search).")
+    recycle: StrictInt | None = Field(None, ge=1, description="Pool sources: a fresh draw every N epochs; null: "
+                                      "cas_final's N (gafi.accurate_recycle).")
+    filter_rounds: StrictInt = Field(10, ge=1, le=1000, description="gan_gafi: bounded generate-and-filter rounds.")
+    batch_size: StrictInt = Field(1024, ge=1, description="Images per generator / filter / feature batch.")
+    classifier: ClassifierConfig = Field(ClassifierConfig(), description="The CAS classifier (as gafi.cas).")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CompareGeneratorsConfig:
+        if len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources must be distinct, got {list(self.sources)}")
+        return self
+
+
 class SummarizeResultsConfig(Section):
     """summarize_results reads only the shared keys (``trials``)."""
 
@@ -480,6 +512,7 @@ SECTIONS: dict[str, type[Section]] = {
     "gafi": GafiConfig,
     "equivalence": EquivalenceConfig,
     "realfake": RealFakeConfig,
+    "compare_generators": CompareGeneratorsConfig,
     "summarize_results": SummarizeResultsConfig,
 }
 COMMON_KEYS = ("seed", "trials", "device", "data", "tracking")

@@ -52,7 +52,7 @@ from synthgap import staging
 from synthgap.errors import UserError
 from synthgap.paths import atomic_write_json, repo_root, workspace_root
 
-EXPERIMENTS = ("common", "gafi", "realfake", "equivalence")
+EXPERIMENTS = ("common", "gafi", "realfake", "equivalence", "synthgap")
 _MAX_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 
 
