@@ -51,8 +51,10 @@ def main() -> None:
         if cfg.open_set.path is not None:
             pools["open"] = load_pool(repo_root() / cfg.open_set.path, cfg.open_set.format, data.num_classes, data.classes)
         # everything the grid cannot hold is said (or refused) before any training
-        without_real = check_real_cells(cfg.base_sizes, len(data.y_train), cfg.real_ratios)
-        cells, dropped = grid_cells(n_base, len(data.y_train), cfg.real_ratios, cfg.syn_ratios, tuple(pools))
+        grids = {b: grid_cells(b, len(data.y_train), cfg.real_ratios, cfg.syn_ratios, tuple(pools)) for b in cfg.base_sizes}
+        without_real = check_real_cells(cfg.base_sizes, len(data.y_train), cfg.real_ratios,
+                                        grids={b: cells for b, (cells, _) in grids.items()})
+        cells, dropped = grids[n_base]
         check_pool_sizes(cells, pools)
         for drop in dropped:
             print(dropped_line(params.stage, drop), flush=True)

@@ -144,3 +144,14 @@ def test_a_pool_too_small_for_the_grid_is_a_user_error_naming_sizes_and_key():
     check_pool_sizes(cells, {"open": (None, np.zeros(200))})
     with pytest.raises(UserError, match=r"open synthetic pool holds 150 images but n_base 100 at ratio 2 needs 200.*equivalence.open_set.path"):
         check_pool_sizes(cells, {"open": (None, np.zeros(150))})
+
+
+def test_check_real_cells_uses_the_grids_it_is_given():
+    from synthgap.equivalence.grid import check_real_cells
+    from synthgap.errors import UserError
+
+    grids = {b: grid_cells(b, 400, (0.5, 1.0), (1, 2), ("closed", "open"))[0] for b in (100, 300)}
+    assert check_real_cells((100, 300), 400, (0.5, 1.0), grids=grids) == [300] == check_real_cells((100, 300), 400, (0.5, 1.0))
+    assert check_real_cells((100, 300), 400, (0.5, 1.0), grids={100: grids[100]}) == [300]  # 300 built here
+    with pytest.raises(UserError, match="no base size"):  # the given cells are the ones checked
+        check_real_cells((100, 300), 400, (0.5, 1.0), grids={100: [Cell("real", 100, 0, 0)]})

@@ -72,10 +72,14 @@ def dropped_line(stage: str, drop: dict) -> str:
             f"cell dropped ({drop['reason']})")
 
 
-def check_real_cells(base_sizes, n_train: int, real_ratios) -> list[int]:
+def check_real_cells(base_sizes, n_train: int, real_ratios, grids: dict[int, list[Cell]] | None = None) -> list[int]:
     """Base sizes left without any real-addition cell (the equivalence fit leaves them out); a UserError when
-    that is every base size, since fit_equivalence then has nothing to fit (raised before any training)."""
-    empty = [b for b in base_sizes if not any(c.n_real_added for c in grid_cells(b, n_train, real_ratios, (), ())[0])]
+    that is every base size, since fit_equivalence then has nothing to fit (raised before any training).
+    ``grids`` maps base sizes to their cells already built by :func:`grid_cells` with these ``n_train`` and
+    ``real_ratios`` (any settings and syn ratios); the other base sizes' cells are built here."""
+    grids = grids or {}
+    cells = lambda b: grids[b] if b in grids else grid_cells(b, n_train, real_ratios, (), ())[0]  # noqa: E731
+    empty = [b for b in base_sizes if not any(c.n_real_added for c in cells(b))]
     if empty and len(empty) == len(tuple(base_sizes)):
         raise UserError(
             f"no base size in equivalence.base_sizes {list(base_sizes)} gets a real-addition cell: every n_base + "

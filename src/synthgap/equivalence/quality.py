@@ -100,7 +100,7 @@ def generator_quality(real_uint8: torch.Tensor, synthetic_uint8: torch.Tensor, c
     from synthgap.metrics import predict_logits
 
     real, synthetic = extract_features(classifier, real_uint8), extract_features(classifier, synthetic_uint8)
-    probs = torch.softmax(predict_logits(classifier, synthetic_uint8, precision="fp32"), 1).double().numpy()
+    probs = torch.softmax(predict_logits(classifier, synthetic_uint8, precision="fp32"), 1).double().cpu().numpy()
     is_mean, is_std = inception_score_of(probs, seed=seed)
     kid, kid_std = kernel_distance(real, synthetic, seed=seed)
     return {"features": "classifier", "fid": frechet_distance(real, synthetic), "is": is_mean, "is_std": is_std,

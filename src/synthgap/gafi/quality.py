@@ -14,13 +14,16 @@ from synthgap.equivalence.quality import generator_quality
 from synthgap.gafi.filtering import filtered_sample
 from synthgap.gafi.sampling import balanced_counts
 from synthgap.seeding import derive_seed
+from synthgap.train.classifier import to_device_tensors
 
 
 def measure_generators(ctx, members, weights=None) -> list[dict]:
     """One row per (member, variant) for ``members`` (:class:`synthgap.gafi.pipeline.Member`) of the context
     ``ctx`` (:class:`synthgap.gafi.pipeline.GafiContext`), with ``gafi.quality.images`` images each."""
     cfg = ctx.cfg.quality
-    x_test = torch.from_numpy(ctx.data.x_test.transpose(0, 3, 1, 2).copy())
+    # standard NCHW strides: for one channel, to_device_tensors's strides also read as channels_last, which moves
+    # the convolutions' rounding (FID/KID in the 7th digit)
+    x_test = to_device_tensors(ctx.data.x_test, ctx.data.y_test, "cpu")[0].clone(memory_format=torch.contiguous_format)
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(derive_seed(ctx.seed, "quality", "real")))
     real = x_test[order[: min(cfg.images, len(x_test))]]
     quota = balanced_counts(cfg.images, ctx.data.num_classes)
