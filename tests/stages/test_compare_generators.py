@@ -16,6 +16,7 @@ import torch
 from synthgap.gafi.sampling import save_synthetic
 from synthgap.models.biggan import Generator, GanSpec
 from synthgap.train.gan import save_generator
+from tests.stages.test_chains import run_in_process
 from tests.stages.test_stages import assert_one_error_line, run_stage, workspace
 
 SECTION = """compare_generators:
@@ -39,8 +40,9 @@ def write_pool(path: Path, count: int, seconds: float, seed: int) -> None:
 def ws(tmp_path_factory) -> Path:
     ws = workspace(tmp_path_factory.mktemp("compare"))
     (ws / "params.yaml").write_text((ws / "params.yaml").read_text() + SECTION)
+    (ws / ".git").mkdir()  # a workspace root, as a clone is
     for stage in ("prepare_data", "train_reference"):
-        assert run_stage(stage, ws).returncode == 0
+        run_in_process(ws, stage)
     torch.manual_seed(0)
     spec = GanSpec(10, 8, 1, z_dim=8, shared_dim=8, g_width=4, d_width=4, depth=1, attention_resolution=0, dataset="digits")
     for epoch in (1, 2):
@@ -56,8 +58,7 @@ def ws(tmp_path_factory) -> Path:
     write_pool(ws / "data" / "synthetic" / "sample_diffusion" / "base_50.npz", 400, seconds=2.0, seed=1)
     for mode, seed in (("txt2img", 2), ("img2img", 3)):
         write_pool(ws / "data" / "synthetic" / "synthesize_realfake" / f"full_{mode}.npz", 400, seconds=8.0, seed=seed)
-    proc = run_stage("compare_generators", ws)
-    assert proc.returncode == 0, proc.stderr
+    run_in_process(ws, "compare_generators")
     return ws
 
 

@@ -1,0 +1,153 @@
+"""The GaFi, Equivalence and Real-Fake stage chains and compare_generators succeed in order on one shared tiny
+workspace (the embedded default's params cut to the minimum, as the preset runs cut them), and what they write
+holds together. (fit_equivalence cannot fit classifiers at chance: tests/equivalence/test_fit.py runs it on the
+paper's tables; summarize_results runs here on the chain's summaries plus a hand-written Equivalence one.)
+
+The stages run in this process, as ``python -m stages.<stage> [item]`` would run them (``runpy``, the same
+error convention and staging), so the chain costs its compute and not 17 interpreter and torch start-ups.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.test_preset_runs import shrink_all
+
+GAFI = [("prepare_data",), ("train_reference",), ("train_generator", "0"), ("select_checkpoint", "0"),
+        ("tune_stddev", "0"), ("tune_threshold", "0"), ("cas_final",), ("cas_multi",), ("cas_baseline",),
+        ("ablate_filtering",), ("ablate_recycle",), ("ablate_stddev",), ("report_gafi",)]
+REALFAKE = [("pretrain_base_model",), ("finetune_lora",), ("synthesize_realfake",), ("evaluate_realfake",),
+            ("attack_membership",), ("detect_copies",)]
+
+
+def run_in_process(ws: Path, stage: str, *args: str) -> None:
+    """One stage as ``python -m stages.<stage> *args`` run in ``ws`` would run it; SystemExit on failure."""
+    saved = (Path.cwd(), list(sys.argv), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    try:
+        import os
+
+        os.chdir(ws)
+        sys.argv = [str(REPO / "stages" / f"{stage}.py"), *args]
+        runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=False)
+    finally:
+        os.chdir(saved[0])
+        sys.argv = saved[1]
+        signal.signal(signal.SIGINT, saved[2])
+        signal.signal(signal.SIGTERM, saved[3])
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("chain")
+    (ws / ".git").mkdir()  # a workspace root, as a clone is
+    params = shrink_all(yaml.safe_load((REPO / "params.yaml").read_text()), 10, 1347, 40)
+    n_base = params["equivalence"]["base_sizes"][0]
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SYNTHGAP_THREADS", "1")  # two test workers share two cores
+    for name in [k for k in __import__("os").environ if k.startswith(("DVC_", "SYNTHGAP_DEBUG"))]:
+        mp.delenv(name)
+    try:
+        for step in (*GAFI, ("train_diffusion", str(n_base)), ("sample_diffusion", str(n_base)), ("augment", str(n_base)),
+                     ("measure_synthetic", str(n_base)), *REALFAKE, ("compare_generators",)):
+            run_in_process(ws, *step)
+    finally:
+        mp.undo()
+    return ws
+
+
+def read(ws: Path, *parts: str):
+    return json.loads(ws.joinpath(*parts).read_text())
+
+
+def test_every_stage_of_the_chains_writes_its_metrics_file_with_a_run_id(chain):
+    n_base = yaml.safe_load((chain / "params.yaml").read_text())["equivalence"]["base_sizes"][0]
+    names = [s if len(rest) == 0 else f"{s}@{rest[0]}" for s, *rest in GAFI]
+    names += [f"{s}@{n_base}" for s in ("train_diffusion", "sample_diffusion", "augment", "measure_synthetic")]
+    names += [s for s, in REALFAKE] + ["compare_generators"]
+    for name in names:
+        assert len(read(chain, "reports", "metrics", f"{name}.json")["mlflow_run_id"]) == 32, name
+
+
+def test_the_searches_hand_their_choice_down_the_chain(chain):
+    checkpoint = read(chain, "reports", "gafi", "select_checkpoint", "seed_0.json")["best"]["checkpoint"]
+    stddev = read(chain, "reports", "gafi", "tune_stddev", "seed_0.json")
+    assert {row["checkpoint"] for row in stddev["rows"]} == {checkpoint}  # tune_stddev searches at the chosen checkpoint
+    threshold = read(chain, "reports", "gafi", "tune_threshold", "seed_0.json")
+    assert {(r["checkpoint"], r["stddev"]) for r in threshold["rows"]} == {(checkpoint, stddev["best"]["stddev"])}
+    (member,) = read(chain, "reports", "gafi", "cas_final.json")["best"]["members"]
+    assert (member["checkpoint"], member["stddev"], member["threshold"]) == (
+        checkpoint, stddev["best"]["stddev"], threshold["best"]["threshold"])
+
+
+def test_report_gafi_writes_the_papers_rows_with_intervals_and_verdicts(chain):
+    table4 = (chain / "reports" / "gafi" / "table4.md").read_text()
+    ours = [line.split("|")[1].strip() for line in table4.splitlines() if line.endswith("| ours |")]
+    assert ours == ["Real Data", "Baseline", "GaFi"]
+    assert "±" in (chain / "reports" / "gafi" / "table1.md").read_text()
+    summary = read(chain, "reports", "gafi", "summary.json")
+    real = summary["headline"]["real_top1"]
+    assert real["trials"] == 2 and real["mean"] > 30  # digits are learnt well above the 10 % of chance
+    names = {c["name"] for c in summary["comparisons"]}
+    assert {"gafi_vs_baseline", "gafi_vs_real"} <= names
+    assert all(c["verdict"] in ("better", "worse", "no_difference") for c in summary["comparisons"])
+
+
+def test_each_cas_cell_and_trial_is_an_mlflow_child_run_with_its_params(chain):
+    from mlflow.tracking import MlflowClient
+
+    parent = read(chain, "reports", "metrics", "ablate_filtering.json")["mlflow_run_id"]
+    client = MlflowClient(f"sqlite:///{chain / 'mlflow.db'}")
+    children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    thresholds = yaml.safe_load((chain / "params.yaml").read_text())["gafi"]["ablation"]["thresholds"]
+    assert sorted((r.data.params["threshold"], r.data.params["trial"]) for r in children) == sorted(
+        (str(t), str(i)) for t in thresholds for i in (0, 1))
+    assert all({"checkpoint", "stddev", "recycle"} <= r.data.params.keys() and "cas" in r.data.metrics for r in children)
+
+
+def test_the_equivalence_chain_trains_samples_augments_and_measures(chain):
+    n_base = yaml.safe_load((chain / "params.yaml").read_text())["equivalence"]["base_sizes"][0]
+    import numpy as np
+
+    with np.load(chain / "data" / "synthetic" / "sample_diffusion" / f"base_{n_base}.npz") as pool:
+        assert pool["x_train"].dtype == np.uint8 and float(pool["seconds"]) > 0
+        assert np.bincount(pool["y_train"], minlength=10).min() >= len(pool["y_train"]) // 10  # class-balanced
+    grid = read(chain, "reports", "equivalence", "augment", f"base_{n_base}.json")
+    assert {c["setting"] for c in grid["cells"]} == {"real", "closed"}
+    assert all(len(c["accuracy_trials"]) == 2 for c in grid["cells"])
+    measured = read(chain, "reports", "equivalence", "measure_synthetic", f"base_{n_base}.json")
+    assert measured["frechet_distance"] >= 0 and 0 <= measured["domain_accuracy"] <= 100
+
+
+def test_compare_generators_runs_on_what_the_chains_made(chain):
+    data = read(chain, "reports", "synthgap", "compare_generators.json")
+    sources = yaml.safe_load((chain / "params.yaml").read_text())["compare_generators"]["sources"]
+    table = (chain / "reports" / "synthgap" / "table.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in table[1:]] == sources and set(data["sources"]) == set(sources)
+    assert all(len(row["cas_trials"]) == 2 and row["seconds_per_1000"] > 0 for row in data["sources"].values())
+    (member,) = read(chain, "reports", "gafi", "cas_final.json")["best"]["members"]
+    assert data["sources"]["gan_gafi"]["post_processing"].startswith(f"GaFi: checkpoint {member['checkpoint']}, ")
+
+
+def test_summarize_results_merges_every_part_into_one_metrics_file(chain):
+    equivalence = {"headline": {"equivalence_closed_c1": {"mean": 1.5, "ci95": [1.2, 1.8], "trials": 2}},
+                   "comparisons": [{"name": "equivalence_made_up", "paper": "equivalence", "diff_mean": 1.0,
+                                    "ci95": [0.5, 1.5], "trials": 2, "verdict": "better"}]}
+    (chain / "reports" / "equivalence" / "summary.json").write_text(json.dumps(equivalence))
+    run_in_process(chain, "summarize_results")
+    summary = read(chain, "reports", "summary.json")
+    parts = {"gafi": read(chain, "reports", "gafi", "summary.json"), "equivalence": equivalence,
+             "realfake": read(chain, "reports", "realfake", "summary.json"),
+             "synthgap": read(chain, "reports", "synthgap", "summary.json")}
+    assert summary["comparisons"] == [c for part in parts.values() for c in part["comparisons"]]
+    assert summary["headline"] == {k: v for part in parts.values() for k, v in part["headline"].items()}
+    assert "| equivalence_made_up | equivalence | +1.00 | [+0.50, +1.50] | 2 | better |" in (
+        chain / "reports" / "summary.md").read_text()
