@@ -6,10 +6,14 @@ guidance token, once per trial; the ``full`` img2img set has ``max(realfake.scal
 image i has its own seed), so Table 3's x k is the first k copies of a trial's block (:func:`trial_block`). The
 seed of copy c of image i in trial t is the same in every variant and mode (:func:`set_seeds`): paired sets.
 Writes ``data/synthetic/synthesize_realfake/<variant>_<mode>.npz`` (``x_train``, ``y_train``, ``seeds``,
-``source_index``) and a preview per set.
+``source_index``, and ``seconds``: a 0-d float64 array, the wall seconds that set's synthesis took, for the cost
+per 1,000 images) and a preview per set; the MLflow run logs ``<variant>_<mode>_images`` and
+``<variant>_<mode>_seconds_per_1000`` (wall seconds per 1,000 images) per set.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -56,20 +60,24 @@ def main() -> None:
                 source = np.tile(np.arange(n), copies)
                 # paired across variants and modes: (trial, copy, image) alone names an image's seed
                 seeds = set_seeds(params.seed, n, params.trials, copies_per_trial(cfg, variant, mode), STAGE)
+                start = time.perf_counter()
                 images = synthesize(
                     model, synthesis_spec(cfg, mode, lora=variant != "base"), [prompts[i] for i in source], seeds,
                     sources=x[source] if mode == "img2img" else None,
                     tokens=tokens[source] if tokens is not None else None, projection=projection,
                     out_channels=c, out_size=h, desc=f"{STAGE} {variant} {mode}",
                 )
+                seconds = time.perf_counter() - start
                 labels = torch.from_numpy(data.y_train[source])
                 path = set_path(workspace, variant, mode)
-                save_synthetic(path, images, labels, data.classes, torch.tensor(seeds), source_index=source)
+                save_synthetic(path, images, labels, data.classes, torch.tensor(seeds), source_index=source,
+                               seconds=np.float64(seconds))
                 preview = workspace / "reports" / "realfake" / STAGE / f"{variant}_{mode}.png"
                 sample_grid(images[class_columns(labels[:n], data.num_classes)], data.num_classes, preview,
                             f"{STAGE}: {variant}, {mode}; one column per class")
-                run.log_metrics({f"{variant}_{mode}_images": len(images)})
-                print(f"{STAGE}: {variant} {mode}: {len(images)} images")
+                run.log_metrics({f"{variant}_{mode}_images": len(images),
+                                 f"{variant}_{mode}_seconds_per_1000": 1000 * seconds / max(len(images), 1)})
+                print(f"{STAGE}: {variant} {mode}: {len(images)} images in {seconds:.1f} s")
 
 
 if __name__ == "__main__":

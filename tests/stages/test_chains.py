@@ -1,7 +1,8 @@
 """The GaFi, Equivalence and Real-Fake stage chains and compare_generators succeed in order on one shared tiny
 workspace (the embedded default's params cut to the minimum, as the preset runs cut them), and what they write
 holds together. (fit_equivalence cannot fit classifiers at chance: tests/equivalence/test_fit.py runs it on the
-paper's tables; summarize_results runs here on the chain's summaries plus a hand-written Equivalence one.)
+paper's tables; attack_membership and detect_copies run in tests/stages/test_realfake.py; summarize_results runs
+here on the chain's summaries plus a hand-written Equivalence one.)
 
 The stages run in this process, as ``python -m stages.<stage> [item]`` would run them (``runpy``, the same
 error convention and staging), so the chain costs its compute and not 17 interpreter and torch start-ups.
@@ -24,8 +25,7 @@ from tests.test_preset_runs import shrink_all
 GAFI = [("prepare_data",), ("train_reference",), ("train_generator", "0"), ("select_checkpoint", "0"),
         ("tune_stddev", "0"), ("tune_threshold", "0"), ("cas_final",), ("cas_multi",), ("cas_baseline",),
         ("ablate_filtering",), ("ablate_recycle",), ("ablate_stddev",), ("report_gafi",)]
-REALFAKE = [("pretrain_base_model",), ("finetune_lora",), ("synthesize_realfake",), ("evaluate_realfake",),
-            ("attack_membership",), ("detect_copies",)]
+REALFAKE = [("pretrain_base_model",), ("finetune_lora",), ("synthesize_realfake",), ("evaluate_realfake",)]
 
 
 def run_in_process(ws: Path, stage: str, *args: str) -> None:
