@@ -49,6 +49,7 @@ def chain(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("chain")
     (ws / ".git").mkdir()  # a workspace root, as a clone is
     params = shrink_all(yaml.safe_load((REPO / "params.yaml").read_text()), 10, 1347, 40)
+    params["realfake"]["ablation"] = ["base", "full"]  # synthesis is the chain's cost: 2 of the 5 variants
     n_base = params["equivalence"]["base_sizes"][0]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     mp = pytest.MonkeyPatch()
