@@ -11,6 +11,7 @@ error convention and staging), so the chain costs its compute and not 17 interpr
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import signal
 import sys
@@ -32,8 +33,6 @@ def run_in_process(ws: Path, stage: str, *args: str) -> None:
     """One stage as ``python -m stages.<stage> *args`` run in ``ws`` would run it; SystemExit on failure."""
     saved = (Path.cwd(), list(sys.argv), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     try:
-        import os
-
         os.chdir(ws)
         sys.argv = [str(REPO / "stages" / f"{stage}.py"), *args]
         runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=False)
@@ -54,7 +53,7 @@ def chain(tmp_path_factory) -> Path:
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     mp = pytest.MonkeyPatch()
     mp.setenv("SYNTHGAP_THREADS", "1")  # two test workers share two cores
-    for name in [k for k in __import__("os").environ if k.startswith(("DVC_", "SYNTHGAP_DEBUG"))]:
+    for name in [k for k in os.environ if k.startswith(("DVC_", "SYNTHGAP_DEBUG"))]:
         mp.delenv(name)
     try:
         for step in (*GAFI, ("train_diffusion", str(n_base)), ("sample_diffusion", str(n_base)), ("augment", str(n_base)),

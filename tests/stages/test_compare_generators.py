@@ -17,7 +17,7 @@ from synthgap.gafi.sampling import save_synthetic
 from synthgap.models.biggan import Generator, GanSpec
 from synthgap.train.gan import save_generator
 from tests.stages.test_chains import run_in_process
-from tests.stages.test_stages import assert_one_error_line, run_stage, workspace
+from tests.stages.test_stages import assert_one_error_line, run_stage, snapshot, workspace
 
 SECTION = """compare_generators:
   edm_base: 50
@@ -114,10 +114,6 @@ def test_summary_pairs_post_processing_within_and_families_across(ws):
     first = summary["comparisons"][0]
     assert first["diff_mean"] == pytest.approx(np.mean(np.subtract(data["gan_gafi"]["cas_trials"], data["gan"]["cas_trials"])), abs=1e-5)
     assert all(c["trials"] == 2 and c["verdict"] in ("better", "worse", "no_difference") for c in summary["comparisons"])
-
-
-def snapshot(ws: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (ws / "reports" / "synthgap").iterdir()}
 
 
 def test_a_set_larger_than_a_pool_and_a_missing_input_end_with_one_line_and_touch_nothing(ws):
