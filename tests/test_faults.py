@@ -22,9 +22,9 @@ from synthgap import staging
 from synthgap.errors import UserError
 from synthgap.paths import atomic_write_text
 from tests.conftest import REPO
-from tests.stages.test_stages import assert_one_error_line, run_stage, snapshot, workspace
+from tests.stages.test_stages import assert_one_error_line, run_stage, run_stage_here, snapshot, workspace
 
-SLOW_TRAIN = {"epochs: 2": "epochs: 8, checkpoint_every: 1"}
+SLOW_TRAIN = {"trials: 2": "trials: 1", "epochs: 2": "epochs: 4, checkpoint_every: 1"}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_a_file_where_an_output_folder_belongs_stops_before_compute(prepared, tm
     shutil.rmtree(ws / "models")
     (ws / "models").write_text("not a folder")
     before, runs = snapshot(ws), len(runs_of(ws))
-    proc = run_stage("train_reference", ws)
+    proc = run_stage_here("train_reference", ws)
     assert_one_error_line(proc, f"{ws / 'models'} is a file where a folder belongs")
     assert snapshot(ws) == before and len(runs_of(ws)) == runs  # stopped before it opened an MLflow run
 
@@ -170,7 +170,7 @@ def test_a_read_only_output_folder_stops_before_compute(prepared, tmp_path):
         pytest.skip("needs a non-root user or a read-only bind mount")
     try:
         before, runs = snapshot(ws), len(runs_of(ws))
-        assert_one_error_line(run_stage("train_reference", ws), str(reports), "read-only")
+        assert_one_error_line(run_stage_here("train_reference", ws), str(reports), "read-only")
         assert snapshot(ws) == before and len(runs_of(ws)) == runs
     finally:
         if os.geteuid() == 0:
@@ -217,7 +217,7 @@ def test_a_server_that_is_not_mlflow_and_a_malformed_uri_stop_before_compute(pre
             ws = copy_of(prepared, tmp_path / uri.replace("/", "_").replace(":", "_"))
             (ws / "params.yaml").write_text((ws / "params.yaml").read_text() + f"tracking:\n  uri: '{uri}'\n")
             before = snapshot(ws)
-            assert_one_error_line(run_stage("train_reference", ws), *needles)
+            assert_one_error_line(run_stage_here("train_reference", ws), *needles)
             assert snapshot(ws) == before
     finally:
         server.shutdown()

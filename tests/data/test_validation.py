@@ -11,7 +11,7 @@ from synthgap.data import load_dataset
 from synthgap.data.processed import build_processed
 from synthgap.errors import UserError
 from tests.data.test_sources import write_png_tree
-from tests.stages.test_stages import assert_one_error_line, run_stage, workspace
+from tests.stages.test_stages import assert_one_error_line, run_stage_here, workspace
 
 
 def write_npz(path: Path, y_train, y_test, **extra) -> Path:
@@ -32,7 +32,7 @@ def refusal(name: str, root: Path) -> str:
 def test_empty_test_split_is_refused_by_the_stage(tmp_path):
     ws = workspace(tmp_path, name="npz", path="mine.npz", **{"val_size: 100": "val_size: 0"})
     write_npz(ws / "mine.npz", np.arange(30) % 3, [])
-    assert_one_error_line(run_stage("prepare_data", ws), "mine.npz", "the test split holds no images")
+    assert_one_error_line(run_stage_here("prepare_data", ws), "mine.npz", "the test split holds no images")
     assert not (ws / "data" / "processed").exists()
 
 

@@ -16,8 +16,7 @@ import torch
 from synthgap.gafi.sampling import save_synthetic
 from synthgap.models.biggan import Generator, GanSpec
 from synthgap.train.gan import save_generator
-from tests.stages.test_chains import run_in_process
-from tests.stages.test_stages import assert_one_error_line, run_stage, snapshot, workspace
+from tests.stages.test_stages import assert_one_error_line, run_in_process, run_stage_here, snapshot, workspace
 
 SECTION = """compare_generators:
   edm_base: 50
@@ -120,10 +119,10 @@ def test_a_set_larger_than_a_pool_and_a_missing_input_end_with_one_line_and_touc
     before, params = snapshot(ws), (ws / "params.yaml").read_text()
     try:
         (ws / "params.yaml").write_text(params.replace("images: 100", "images: 1000"))
-        assert_one_error_line(run_stage("compare_generators", ws), "base_50.npz holds 40 images of class 0",
+        assert_one_error_line(run_stage_here("compare_generators", ws), "base_50.npz holds 40 images of class 0",
                               "compare_generators.images")
         (ws / "params.yaml").write_text(params.replace("edm_base: 50", "edm_base: 60"))
-        assert_one_error_line(run_stage("compare_generators", ws), "base_60.npz not found", "dvc repro sample_diffusion@60")
+        assert_one_error_line(run_stage_here("compare_generators", ws), "base_60.npz not found", "dvc repro sample_diffusion@60")
     finally:
         (ws / "params.yaml").write_text(params)
     assert snapshot(ws) == before

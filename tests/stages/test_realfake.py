@@ -8,8 +8,7 @@ import shutil
 
 import pytest
 
-from tests.stages.test_chains import run_in_process
-from tests.stages.test_stages import TINY, assert_one_error_line, run_stage, snapshot
+from tests.stages.test_stages import TINY, assert_one_error_line, run_in_process, run_stage_here, snapshot
 
 REALFAKE = """realfake:
   resolution: 8
@@ -89,7 +88,7 @@ def test_a_stable_diffusion_folder_missing_a_component_is_named(realfake, tmp_pa
     original = (realfake / "params.yaml").read_text()
     try:
         (realfake / "params.yaml").write_text(original.replace("realfake:\n", "realfake:\n  base_model: models/external/sd\n"))
-        line = assert_one_error_line(run_stage("finetune_lora", realfake), "has no unet/ component")
+        line = assert_one_error_line(run_stage_here("finetune_lora", realfake), "has no unet/ component")
         assert "UNet2DConditionModel" in line
     finally:
         (realfake / "params.yaml").write_text(original)

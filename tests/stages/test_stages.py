@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import runpy
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +40,36 @@ def run_stage(stage: str, workspace: Path, *extra: str) -> subprocess.CompletedP
     return subprocess.run(
         [sys.executable, "-m", f"stages.{stage}", *extra], cwd=workspace, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def run_in_process(ws: Path, stage: str, *args: str) -> None:
+    """One stage as ``python -m stages.<stage> *args`` run in ``ws`` would run it; SystemExit on failure."""
+    saved = (Path.cwd(), list(sys.argv), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    try:
+        os.chdir(ws)
+        sys.argv = [str(REPO / "stages" / f"{stage}.py"), *args]
+        runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=False)
+    finally:
+        os.chdir(saved[0])
+        sys.argv = saved[1]
+        signal.signal(signal.SIGINT, saved[2])
+        signal.signal(signal.SIGTERM, saved[3])
+
+
+def run_stage_here(stage: str, workspace: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``run_stage`` in this test process: the same exit status, stdout and stderr, without paying the
+    interpreter's and torch's start-up again (~7 s a stage here). For error paths, whose one line is what the
+    tests check; a run that needs a process of its own (signals, environment) uses ``run_stage``."""
+    stripped = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("DVC_", "SYNTHGAP_DEBUG"))}
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_in_process(workspace, stage, *extra)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.environ.update(stripped)
+    return subprocess.CompletedProcess([stage, *extra], code, out.getvalue(), err.getvalue())
 
 
 def workspace(tmp_path: Path, name: str = "digits", path: str = "null", **edits: str) -> Path:
@@ -160,7 +194,7 @@ def test_bad_params_end_with_one_line_and_touch_nothing(trained, edit, stages, n
         (trained / "params.yaml").write_text(text)
         for stage in stages:
             name, *item = stage.split("@")
-            assert_one_error_line(run_stage(name, trained, *item), *needles)
+            assert_one_error_line(run_stage_here(name, trained, *item), *needles)
     finally:
         (trained / "params.yaml").write_text(original)
     assert snapshot(trained) == before
@@ -168,14 +202,14 @@ def test_bad_params_end_with_one_line_and_touch_nothing(trained, edit, stages, n
 
 def test_missing_and_truncated_npz(tmp_path):
     ws = workspace(tmp_path, name="npz", path="data/mine.npz")
-    assert_one_error_line(run_stage("prepare_data", ws), "mine.npz", "no such file")
+    assert_one_error_line(run_stage_here("prepare_data", ws), "mine.npz", "no such file")
     rng = np.random.default_rng(0)
     (ws / "data").mkdir()
     np.savez(ws / "data" / "mine.npz", x_train=rng.integers(0, 255, (300, 8, 8), dtype=np.uint8), y_train=np.arange(300) % 3,
              x_test=np.zeros((30, 8, 8), np.uint8), y_test=np.arange(30) % 3)
     raw = (ws / "data" / "mine.npz").read_bytes()
     (ws / "data" / "mine.npz").write_bytes(raw[: len(raw) // 3])
-    assert_one_error_line(run_stage("prepare_data", ws), "truncated or corrupt")
+    assert_one_error_line(run_stage_here("prepare_data", ws), "truncated or corrupt")
     assert not (ws / "data" / "processed").exists()
 
 
@@ -208,7 +242,7 @@ def test_bad_gafi_params_end_with_one_line_and_touch_nothing(trained, stage, add
     original = (trained / "params.yaml").read_text()
     try:
         (trained / "params.yaml").write_text(original + addition)
-        assert_one_error_line(run_stage(stage, trained, "0"), *needles)
+        assert_one_error_line(run_stage_here(stage, trained, "0"), *needles)
     finally:
         (trained / "params.yaml").write_text(original)
     assert snapshot(trained) == before
@@ -220,7 +254,7 @@ def test_unreachable_tracking_server_stops_before_compute(trained):
     port = closed_port()
     try:
         (trained / "params.yaml").write_text(original + f"tracking:\n  uri: http://127.0.0.1:{port}\n")
-        line = assert_one_error_line(run_stage("train_reference", trained), f"127.0.0.1:{port} is unreachable")
+        line = assert_one_error_line(run_stage_here("train_reference", trained), f"127.0.0.1:{port} is unreachable")
         assert "tracking.uri: null" in line
     finally:
         (trained / "params.yaml").write_text(original)
@@ -236,6 +270,6 @@ def test_reference_classifier_from_another_dataset_is_refused(trained, tmp_path)
     np.savez(ws / "three.npz", x_train=rng.integers(0, 255, (300, 8, 8), dtype=np.uint8), y_train=np.arange(300) % 3,
              x_test=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y_test=np.arange(60) % 3)
     workspace(ws, name="npz", path="three.npz", **{"val_size: 100": "val_size: 30"})
-    assert run_stage("prepare_data", ws).returncode == 0
-    line = assert_one_error_line(run_stage("cas_baseline", ws), "was trained on digits (10 classes")
+    assert run_stage_here("prepare_data", ws).returncode == 0
+    line = assert_one_error_line(run_stage_here("cas_baseline", ws), "was trained on digits (10 classes")
     assert "not on three (3 classes" in line and "rerun train_reference" in line
