@@ -8,7 +8,10 @@ Merges the ``summary.json`` that each paper's report stage writes (``report_gafi
      "comparisons": [{"name": "gafi_vs_baseline", "paper": "gafi", "diff_mean": .., "ci95": [lo, hi],
                       "trials": n, "verdict": "better"}, ...]}
 
-and ``reports/summary.md``, the same as tables with a sentence per verdict (the README's results come from it).
+``reports/summary.md``, the same as tables with a sentence per verdict (the README's results come from it),
+and ``reports/headline.json``, the one file ``dvc.yaml`` declares as metrics: the headline means under short
+names and the verdict counts, so ``dvc metrics show`` and ``dvc exp show --only-changed`` fit a terminal
+(intervals, trials and every comparison stay in ``summary.json``; per-stage detail in ``reports/metrics/``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,21 @@ from synthgap.tracking import StageRun
 STAGE = "summarize_results"
 PARTS = {"gafi": "reports/gafi/summary.json", "equivalence": "reports/equivalence/summary.json",
          "realfake": "reports/realfake/summary.json", "synthgap": "reports/synthgap/summary.json"}
+# headline.json's column -> summary.json's headline entry (a column whose entry is missing is left out)
+VIEW = {"gafi": {"real": "real_top1", "base": "baseline_cas", "gafi": "gafi_cas", "k2": "gafi_cas_k2"},
+        "equiv": {"c1": "equivalence_closed_c1", "c2": "equivalence_closed_c2"},
+        "realfake": {"real": "realfake_real_top1", "syn": "realfake_synthetic_top1",
+                     "mix": "realfake_real_plus_synthetic_top1"}}
+VERDICTS = {"better": "better", "worse": "worse", "no_diff": "no_difference"}
+
+
+def headline_view(summary: dict) -> dict:
+    """The narrow view of ``summary`` that DVC shows: {"gafi": {"real": mean, ...}, ..., "verdict": counts}."""
+    view = {group: {column: round(summary["headline"][entry]["mean"], 2)
+                    for column, entry in columns.items() if entry in summary["headline"]}
+            for group, columns in VIEW.items()}
+    view["verdict"] = {column: sum(c["verdict"] == v for c in summary["comparisons"]) for column, v in VERDICTS.items()}
+    return {group: columns for group, columns in view.items() if columns}
 
 
 def markdown(summary: dict) -> str:
@@ -54,8 +72,10 @@ def main() -> None:
             summary["comparisons"] += part["comparisons"]
         atomic_write_json(workspace / "reports" / "summary.json", summary)
         atomic_write_text(workspace / "reports" / "summary.md", markdown(summary))
+        view = headline_view(summary)
+        atomic_write_json(workspace / "reports" / "headline.json", view)
         run.log_artifact(workspace / "reports" / "summary.md")
-        counts = {v: sum(c["verdict"] == v for c in summary["comparisons"]) for v in ("better", "worse", "no_difference")}
+        counts = {v: view["verdict"][column] for column, v in VERDICTS.items()}
         run.log_metrics({f"verdicts_{k}": n for k, n in counts.items()})
         for name, h in summary["headline"].items():
             est = Estimate(h["mean"], *(h["ci95"] or (None, None)), h["trials"])

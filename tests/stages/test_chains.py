@@ -1,8 +1,9 @@
 """The GaFi, Equivalence and Real-Fake stage chains and compare_generators succeed in order on one shared tiny
 workspace (the embedded default's params cut to the minimum, as the preset runs cut them), and what they write
-holds together. (fit_equivalence cannot fit classifiers at chance: tests/equivalence/test_fit.py runs it on the
-paper's tables; attack_membership and detect_copies run in tests/stages/test_realfake.py; summarize_results runs
-here on the chain's summaries plus a hand-written Equivalence one.)
+holds together. (fit_equivalence cannot fit classifiers at chance: it runs here on the augment results that
+`dvc repro` committed, and tests/equivalence/test_fit.py refits the paper's tables; attack_membership and
+detect_copies run in tests/stages/test_realfake.py; summarize_results runs here on the chain's summaries plus a
+hand-written Equivalence one.)
 
 The stages run in this process, as ``python -m stages.<stage> [item]`` would run them (``runpy``, the same
 error convention and staging), so the chain costs its compute and not 17 interpreter and torch start-ups.
@@ -12,35 +13,20 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
-import signal
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.stages.test_stages import run_in_process
 from tests.test_preset_runs import shrink_all
 
 GAFI = [("prepare_data",), ("train_reference",), ("train_generator", "0"), ("select_checkpoint", "0"),
         ("tune_stddev", "0"), ("tune_threshold", "0"), ("cas_final",), ("cas_multi",), ("cas_baseline",),
         ("ablate_filtering",), ("ablate_recycle",), ("ablate_stddev",), ("report_gafi",)]
 REALFAKE = [("pretrain_base_model",), ("finetune_lora",), ("synthesize_realfake",), ("evaluate_realfake",)]
-
-
-def run_in_process(ws: Path, stage: str, *args: str) -> None:
-    """One stage as ``python -m stages.<stage> *args`` run in ``ws`` would run it; SystemExit on failure."""
-    saved = (Path.cwd(), list(sys.argv), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
-    try:
-        os.chdir(ws)
-        sys.argv = [str(REPO / "stages" / f"{stage}.py"), *args]
-        runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=False)
-    finally:
-        os.chdir(saved[0])
-        sys.argv = saved[1]
-        signal.signal(signal.SIGINT, saved[2])
-        signal.signal(signal.SIGTERM, saved[3])
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +137,28 @@ def test_summarize_results_merges_every_part_into_one_metrics_file(chain):
     assert summary["headline"] == {k: v for part in parts.values() for k, v in part["headline"].items()}
     assert "| equivalence_made_up | equivalence | +1.00 | [+0.50, +1.50] | 2 | better |" in (
         chain / "reports" / "summary.md").read_text()
+    view = read(chain, "reports", "headline.json")     # the narrow file dvc metrics show displays
+    assert view["equiv"] == {"c1": 1.5} and view["gafi"]["gafi"] == round(summary["headline"]["gafi_cas"]["mean"], 2)
+    assert sum(view["verdict"].values()) == len(summary["comparisons"]) and view["verdict"]["better"] == sum(
+        c["verdict"] == "better" for c in summary["comparisons"])
+
+
+def test_fit_equivalence_refits_the_committed_grid_to_the_committed_formula(tmp_path):
+    """The pipeline mode of fit_equivalence (no arguments) on the augment results that `dvc repro` wrote and
+    committed, in a fresh workspace whose MLflow holds none of their runs (so the JSON rows are read): the
+    same c1, c2, R² and intervals as the committed reports/equivalence/equivalence.json."""
+    import shutil
+
+    (tmp_path / ".git").mkdir()
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "reports" / "equivalence" / "augment", tmp_path / "reports" / "equivalence" / "augment")
+    run_in_process(tmp_path, "prepare_data")       # the class names; a clean clone has no data/processed
+    run_in_process(tmp_path, "fit_equivalence")
+    got, committed = (json.loads((root / "reports" / "equivalence" / "equivalence.json").read_text())["closed"]
+                      for root in (tmp_path, REPO))
+    for key in ("c1", "c2", "r2", "tau"):
+        assert got[key] == pytest.approx(committed[key], rel=1e-6), key
+    assert got["c1_ci95"] == pytest.approx(committed["c1_ci95"], rel=1e-6)
+    np.testing.assert_allclose(got["tuples"], committed["tuples"], rtol=1e-6)
+    summary = read(tmp_path, "reports", "equivalence", "summary.json")
+    assert summary["headline"]["equivalence_closed_c1"]["mean"] == pytest.approx(committed["c1"], rel=1e-6)
