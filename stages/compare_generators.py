@@ -32,7 +32,7 @@ from synthgap.gafi.report import real_data
 from synthgap.gafi.sampling import balanced_counts
 from synthgap.grid import Job, run_jobs, summarise
 from synthgap.models import check_compatible, load_classifier
-from synthgap.paths import atomic_write_json, workspace_root
+from synthgap.paths import atomic_write_json, read_upstream_json, upstream, workspace_root
 from synthgap.realfake.pipeline import set_path
 from synthgap.runtime import resolve_device
 from synthgap.seeding import trial_seed
@@ -45,22 +45,16 @@ from synthgap.train.gan import checkpoint_path, list_checkpoints, load_generator
 STAGE = "compare_generators"
 
 
-def need(path, stage: str):
-    if not path.exists():
-        raise UserError(f"{path} not found", f"run `dvc repro {stage}` first")
-    return path
-
-
 def main() -> None:
     workspace = workspace_root()
     params = load_stage_params(STAGE, workspace / "params.yaml")
     cfg, device = params.section, resolve_device(params.device)
     families = [f for f in dict.fromkeys(compare.family(s) for s in cfg.sources) if f != "gan"]  # pool families
     # every input is checked before any compute
-    final = json.loads(need(workspace / "reports" / "gafi" / "cas_final.json", "cas_final").read_text())["best"]
-    real = real_data(json.loads(need(workspace / "reports" / "train_reference" / "trials.json", "train_reference")
-                                .read_text())["summary"][0], "val")
-    grids = sorted(need(workspace / "reports" / "equivalence" / "augment", "augment").glob("base_*.json"))
+    final = read_upstream_json(workspace / "reports" / "gafi" / "cas_final.json", "cas_final")["best"]
+    real = real_data(read_upstream_json(workspace / "reports" / "train_reference" / "trials.json",
+                                        "train_reference")["summary"][0], "val")
+    grids = sorted(upstream(workspace / "reports" / "equivalence" / "augment", "augment").glob("base_*.json"))
     curve = compare.real_curve([cell for g in grids for cell in json.loads(g.read_text())["cells"]])
     if not curve:
         raise UserError("reports/equivalence/augment/ holds no real cells", "rerun `dvc repro augment`")
@@ -68,7 +62,7 @@ def main() -> None:
              "txt2img": set_path(workspace, cfg.realfake_variant, "txt2img"),
              "img2img": set_path(workspace, cfg.realfake_variant, "img2img")}
     for fam in families:
-        need(pools[fam], f"sample_diffusion@{cfg.edm_base}" if fam == "edm" else "synthesize_realfake")
+        upstream(pools[fam], f"sample_diffusion@{cfg.edm_base}" if fam == "edm" else "synthesize_realfake")
     if len(real) != params.trials:
         raise UserError(f"train_reference ran {len(real)} trials, this run has {params.trials}",
                         "rerun `dvc repro train_reference` with the current trials")

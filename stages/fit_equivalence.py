@@ -23,7 +23,7 @@ import pandas as pd
 from synthgap.equivalence import figures
 from synthgap.equivalence.fit import fit_all, formula
 from synthgap.errors import UserError, run_main
-from synthgap.paths import atomic_write_csv, atomic_write_json, atomic_write_text
+from synthgap.paths import atomic_write_csv, atomic_write_json, atomic_write_text, read_upstream_json
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -69,9 +69,7 @@ def collect_pipeline_results(workspace: Path, base_sizes, uri: str) -> tuple[pd.
     client, frames, sources = get_client(uri), [], {}
     for n_base in base_sizes:
         path = workspace / "reports" / "equivalence" / "augment" / f"base_{n_base}.json"
-        if not path.is_file():
-            raise UserError(f"{path} not found", f"run `dvc repro augment@{n_base}` first")
-        file_rows = pd.DataFrame(json.loads(path.read_text())["rows"])
+        file_rows = pd.DataFrame(read_upstream_json(path, f"augment@{n_base}")["rows"])
         metrics = workspace / "reports" / "metrics" / f"augment@{n_base}.json"
         parent = json.loads(metrics.read_text()).get("mlflow_run_id") if metrics.is_file() else None
         runs = []

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from synthgap.errors import UserError, run_main
+from synthgap.errors import run_main
 from synthgap.gafi import report
-from synthgap.paths import atomic_write_csv, atomic_write_json
+from synthgap.paths import atomic_write_csv, atomic_write_json, read_upstream_json
 from synthgap.stats import headline as headline_of
 from synthgap.tables import markdown, write_table
 from synthgap.tracking import StageRun
@@ -21,24 +21,18 @@ from stages.common import gafi_params
 STAGE = "report_gafi"
 
 
-def read(path):
-    if not path.is_file():
-        raise UserError(f"{path} not found", "run `dvc repro` to produce the GaFi stages' outputs first")
-    return json.loads(path.read_text())
-
-
 def main() -> None:
     params, workspace = gafi_params(STAGE)
     gafi, reports = params.section, workspace / "reports" / "gafi"
     with StageRun(params, experiment="gafi") as run:
         dataset = json.loads((workspace / "data" / "processed" / "info.json").read_text())["name"]
-        real = report.real_data(read(workspace / "reports" / "train_reference" / "trials.json")["summary"][0], gafi.select_on)
+        real = report.real_data(read_upstream_json(workspace / "reports" / "train_reference" / "trials.json", "train_reference")["summary"][0], gafi.select_on)
         published = report.read_published()
-        baseline = read(reports / "cas_baseline.json")["best"]
-        final_json = read(reports / "cas_final.json")
+        baseline = read_upstream_json(reports / "cas_baseline.json", "cas_baseline")["best"]
+        final_json = read_upstream_json(reports / "cas_final.json", "cas_final")
         final = final_json["best"]
-        multi = read(reports / "cas_multi.json")["rows"]
-        grids = {name: read(reports / f"{name}.json")["rows"] for name in ("ablate_filtering", "ablate_recycle", "ablate_stddev")}
+        multi = read_upstream_json(reports / "cas_multi.json", "cas_multi")["rows"]
+        grids = {name: read_upstream_json(reports / f"{name}.json", name)["rows"] for name in ("ablate_filtering", "ablate_recycle", "ablate_stddev")}
         tables = {
             "table1": report.table1(dataset, baseline, grids["ablate_filtering"]),
             "table2": report.table2(dataset, baseline, grids["ablate_recycle"]),
@@ -57,7 +51,7 @@ def main() -> None:
                                 f"GaFi generator quality ({dataset}, chosen checkpoints; cas_final)"):
             run.log_artifact(path, "tables")
         fig2 = report.figure2(grids["ablate_stddev"], reports / "figure2.png", dataset)
-        per_seed = {s: read(reports / "select_checkpoint" / f"seed_{s}.json")["rows"] for s in gafi.generator_seeds}
+        per_seed = {s: read_upstream_json(reports / "select_checkpoint" / f"seed_{s}.json", f"select_checkpoint@{s}")["rows"] for s in gafi.generator_seeds}
         fig3 = report.figure3(per_seed, reports / "figure3.png", dataset)
         atomic_write_csv(reports / "figure2.csv", fig2)
         atomic_write_csv(reports / "figure3.csv", fig3)

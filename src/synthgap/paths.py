@@ -25,6 +25,20 @@ os.umask(_UMASK)
 _DVC_TMP_WORKSPACE = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
 
+def upstream(path: Path, stage: str) -> Path:
+    """``path``, an output of ``stage`` that this stage reads; one line naming that stage when it is missing."""
+    from synthgap.errors import UserError
+
+    if not path.exists():
+        raise UserError(f"{path} not found", f"run `dvc repro {stage}` first")
+    return path
+
+
+def read_upstream_json(path: Path, stage: str) -> Any:
+    """The JSON ``stage`` wrote at ``path`` (see :func:`upstream`)."""
+    return json.loads(upstream(path, stage).read_text())
+
+
 def workspace_root() -> Path:
     """Where this stage reads params and writes its outputs: the nearest parent of the current directory
     holding ``.dvc`` or ``.git`` (DVC runs every stage command in the stage's folder), else the current

@@ -7,7 +7,6 @@ a recycle period and a name. :func:`run_grid` trains every cell's CAS classifier
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from synthgap.gafi.cas import GeneratorChoice, cas_model, cas_scores, cas_source
 from synthgap.grid import Job, run_jobs, summarise
 from synthgap.models import check_compatible, load_classifier
 from synthgap.models.biggan import Generator
-from synthgap.paths import atomic_write_json
+from synthgap.paths import atomic_write_json, read_upstream_json
 from synthgap.seeding import trial_seed
 from synthgap.train.classifier import to_device_tensors
 from synthgap.train.gan import checkpoint_path, list_checkpoints, load_generator
@@ -60,10 +59,8 @@ def generator_dir(workspace: Path, generator_seed: int) -> Path:
 
 def read_choice(path: Path) -> dict:
     """The ``best`` entry a search stage wrote (each stage reads the previous stage's choice from disk)."""
-    if not path.is_file():
-        stage = path.parent.name
-        raise UserError(f"{path} not found", f"run `dvc repro {stage}` first")
-    return json.loads(path.read_text())["best"]
+    item = path.stem.removeprefix("seed_")           # reports/gafi/<stage>/seed_<s>.json: stage <stage>@<s>
+    return read_upstream_json(path, path.parent.name + (f"@{item}" if item != path.stem else ""))["best"]
 
 
 def write_grid(path: Path, rows: list[dict], best: dict | None, **extra) -> None:
