@@ -167,21 +167,56 @@ def refused_write(err: BaseException, tmp: Path | None) -> OSError | None:
 
 
 # ------------------------------------------------------------------------------------------- before compute
+def _load_yaml(path: Path) -> dict:
+    import yaml  # PyYAML's C loader: a tenth of ruamel's time on a 3,000-line dvc.lock
+
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+
+
+def _stage_spec(stages: dict, stage: str) -> dict:
+    """The definition of ``name`` or ``name@item`` (a ``foreach`` stage's ``do``)."""
+    spec = stages.get(stage.partition("@")[0]) or {}
+    return spec.get("do", spec)
+
+
+def declared_params(workspace: Path, stage: str) -> tuple[str, ...] | None:
+    """The ``params.yaml`` keys ``dvc.yaml`` declares for ``stage`` (a key stands for its whole subtree);
+    None without a ``dvc.yaml`` or an entry for the stage."""
+    import yaml
+
+    try:
+        stages = _load_yaml(workspace / "dvc.yaml").get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if stage.partition("@")[0] not in stages:
+        return None
+    keys: list[str] = []
+    for entry in _stage_spec(stages, stage).get("params") or []:
+        if isinstance(entry, dict):  # {params.yaml: [keys]} (or another params file, which stages do not read)
+            keys += [str(k) for k in entry.get("params.yaml") or []]
+        else:
+            keys.append(str(entry))
+    return tuple(dict.fromkeys(keys))
+
+
+def is_declared(key: str, declared: tuple[str, ...]) -> bool:
+    """``key`` (dotted) is one of ``declared`` or inside a declared subtree."""
+    return any(key == d or key.startswith(d + ".") for d in declared)
+
+
 def declared_outputs(workspace: Path, stage: str) -> dict[Path, tuple[int, int]]:
     """The outputs ``dvc.yaml`` declares for ``stage`` (``name`` or ``name@item``), each with its size and
     mean file size in ``dvc.lock`` from the last run (0, 0 if unknown); empty without a ``dvc.yaml``."""
-    import yaml  # PyYAML's C loader: a tenth of ruamel's time on a 3,000-line dvc.lock
+    import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        stages = (yaml.load((workspace / "dvc.yaml").read_text(), Loader=loader) or {}).get("stages", {})
+        stages = _load_yaml(workspace / "dvc.yaml").get("stages", {})
         lock_file = workspace / "dvc.lock"
-        lock = (yaml.load(lock_file.read_text(), Loader=loader) or {}).get("stages", {}) if lock_file.is_file() else {}
+        lock = _load_yaml(lock_file).get("stages", {}) if lock_file.is_file() else {}
     except (OSError, yaml.YAMLError, AttributeError):
         return {}
-    name, _, item = stage.partition("@")
-    spec = stages.get(name) or {}
-    spec = spec.get("do", spec)
+    item = stage.partition("@")[2]
+    spec = _stage_spec(stages, stage)
     sizes = {
         entry["path"]: (int(entry.get("size", 0)), int(entry.get("size", 0)) // max(1, int(entry.get("nfiles", 1))))
         for entry in (lock.get(stage) or {}).get("outs", [])

@@ -320,11 +320,18 @@ class StageRun(_Run):
         if commit:
             tags["mlflow.source.git.commit"] = commit
         run = client.create_run(self._experiment_id, run_name=self.stage, tags=tags)
-        _log_params(client, run.info.run_id, self.params.flat())
+        _log_params(client, run.info.run_id, self.logged_params())
         inputs = dataset_inputs(workspace_root() / "data" / "processed")
         if inputs:
             client.log_inputs(run.info.run_id, datasets=inputs)
         self._client, self._run_id = client, run.info.run_id
+
+    def logged_params(self) -> dict[str, Any]:
+        """The params this run logs: those ``dvc.yaml`` declares for the stage (the ones that rerun it when
+        they change), or all it loaded where there is no ``dvc.yaml`` entry."""
+        flat = self.params.flat()
+        declared = staging.declared_params(workspace_root(), self.stage)
+        return flat if declared is None else {k: v for k, v in flat.items() if staging.is_declared(k, declared)}
 
     def _tags(self) -> dict[str, str]:
         """Tags of the stage's run and of each child: stage, dataset, the process that owns it (for

@@ -11,8 +11,11 @@ error convention and staging), so the chain costs its compute and not 17 interpr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +32,78 @@ GAFI = [("prepare_data",), ("train_reference",), ("train_generator", "0"), ("sel
 REALFAKE = [("pretrain_base_model",), ("finetune_lora",), ("synthesize_realfake",), ("evaluate_realfake",)]
 
 
+class ParamReads:
+    """The params.yaml keys each stage reads: every field read on its params (the ``StageParams`` and the
+    section models ``load_stage_params`` validates) while the stage runs, leaf by leaf; logging them
+    (``StageParams.flat``) is no read."""
+
+    def __init__(self, mp: pytest.MonkeyPatch):
+        from synthgap import config
+
+        self.stage, self.paused = "", False
+        self.paths: dict[int, set[str]] = {}          # id(model) -> its dotted paths in params.yaml
+        self.reads: dict[str, set[str]] = {}
+        original_validate, original_flat = config.validate_section, config.StageParams.flat
+        reads = self
+
+        def validate(model, raw, where, source="params.yaml"):
+            out = original_validate(model, raw, where, source)
+            reads.index(out, where.rstrip("."), itself=bool(where))  # the shared keys: read on StageParams
+            return out
+
+        def flat(params):
+            reads.paused = True
+            try:
+                return original_flat(params)
+            finally:
+                reads.paused = False
+
+        def section_field(obj, name):
+            value = object.__getattribute__(obj, name)
+            if not reads.paused and name in type(obj).model_fields and not isinstance(value, config.Section):
+                for prefix in object.__getattribute__(reads, "paths").get(id(obj), ()):
+                    reads.record(f"{prefix}.{name}" if prefix else name)
+            return value
+
+        def stage_field(obj, name):
+            value = object.__getattribute__(obj, name)
+            copying = sys._getframe(1).f_code.co_filename == dataclasses.__file__  # replace(params, stage=...)
+            if not reads.paused and not copying and name in ("seed", "trials", "device"):
+                reads.record(name)
+            return value
+
+        mp.setattr(config, "validate_section", validate)
+        mp.setattr(config.StageParams, "flat", flat)
+        mp.setattr(config.Section, "__getattribute__", section_field)
+        mp.setattr(config.StageParams, "__getattribute__", stage_field)
+
+    def index(self, model, prefix: str, itself: bool = True) -> None:
+        from synthgap.config import Section
+
+        if itself:
+            self.paths.setdefault(id(model), set()).add(prefix)
+        for name in type(model).model_fields:
+            value = object.__getattribute__(model, name)
+            if isinstance(value, Section):
+                self.index(value, f"{prefix}.{name}" if prefix else name)
+
+    def record(self, key: str) -> None:
+        if self.stage:
+            self.reads.setdefault(self.stage, set()).add(key)
+
+    def run(self, ws: Path, stage: str, *args: str) -> None:
+        self.stage, self.paths = "@".join((stage, *args)), {}
+        try:
+            run_in_process(ws, stage, *args)
+        finally:
+            self.stage = ""
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("chain")
     (ws / ".git").mkdir()  # a workspace root, as a clone is
+    shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")  # what the stages declare: what they log, and may read
     params = shrink_all(yaml.safe_load((REPO / "params.yaml").read_text()), 10, 1347, 40)
     params["realfake"]["ablation"] = ["base", "full"]  # synthesis is the chain's cost: 2 of the 5 variants
     n_base = params["equivalence"]["base_sizes"][0]
@@ -42,11 +113,13 @@ def chain(tmp_path_factory) -> Path:
     for name in [k for k in os.environ if k.startswith(("DVC_", "SYNTHGAP_DEBUG"))]:
         mp.delenv(name)
     try:
+        reads = ParamReads(mp)
         for step in (*GAFI, ("train_diffusion", str(n_base)), ("sample_diffusion", str(n_base)), ("augment", str(n_base)),
                      ("measure_synthetic", str(n_base)), *REALFAKE, ("compare_generators",)):
-            run_in_process(ws, *step)
+            reads.run(ws, *step)
     finally:
         mp.undo()
+    (ws / "reads.json").write_text(json.dumps({k: sorted(v) for k, v in reads.reads.items()}))
     return ws
 
 
@@ -147,8 +220,6 @@ def test_fit_equivalence_refits_the_committed_grid_to_the_committed_formula(tmp_
     """The pipeline mode of fit_equivalence (no arguments) on the augment results that `dvc repro` wrote and
     committed, in a fresh workspace whose MLflow holds none of their runs (so the JSON rows are read): the
     same c1, c2, R² and intervals as the committed reports/equivalence/equivalence.json."""
-    import shutil
-
     (tmp_path / ".git").mkdir()
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(REPO / "reports" / "equivalence" / "augment", tmp_path / "reports" / "equivalence" / "augment")
@@ -162,3 +233,37 @@ def test_fit_equivalence_refits_the_committed_grid_to_the_committed_formula(tmp_
     np.testing.assert_allclose(got["tuples"], committed["tuples"], rtol=1e-6)
     summary = read(tmp_path, "reports", "equivalence", "summary.json")
     assert summary["headline"]["equivalence_closed_c1"]["mean"] == pytest.approx(committed["c1"], rel=1e-6)
+
+
+def test_each_stage_reads_only_params_that_dvc_yaml_declares_for_it(chain):
+    """A key a stage reads but does not declare would leave its outputs "up to date" after the key changed."""
+    from synthgap.staging import declared_params, is_declared
+
+    reads = read(chain, "reads.json")
+    n_base = yaml.safe_load((chain / "params.yaml").read_text())["equivalence"]["base_sizes"][0]
+    assert len(reads) == len(GAFI) + 4 + len(REALFAKE) + 1 and all(reads.values())
+    assert {"gafi.threshold", "gafi.stddev", "gafi.cas.train.lr", "seed", "trials"} <= set(reads["cas_final"])
+    # A foreach stage checks that its item is one of its list's (DVC's foreach), and augment@<n> stops before
+    # training when no base size of the grid gets a real cell: reads that change no output. Declaring the
+    # lists would rerun every instance when one is added.
+    lists = {"gafi.generator_seeds": "@0", "equivalence.base_sizes": f"@{n_base}"}
+    undeclared = {stage: [k for k in keys if not is_declared(k, declared_params(chain, stage))
+                          and not (k in lists and stage.endswith(lists[k]))] for stage, keys in reads.items()}
+    assert {stage: keys for stage, keys in undeclared.items() if keys} == {}
+
+
+def test_each_stage_logs_exactly_the_params_dvc_yaml_declares_for_it(chain):
+    from mlflow.tracking import MlflowClient
+
+    from synthgap.config import flatten
+    from synthgap.staging import declared_params, is_declared
+
+    written = flatten(yaml.safe_load((REPO / "params.yaml").read_text()))  # every key written out there
+    client = MlflowClient(f"sqlite:///{chain / 'mlflow.db'}")
+    for stage in ("train_generator@0", "select_checkpoint@0", "cas_final", "augment@40", "evaluate_realfake"):
+        run_id = read(chain, "reports", "metrics", f"{stage}.json")["mlflow_run_id"]
+        logged = set(client.get_run(run_id).data.params)
+        declared = declared_params(chain, stage)
+        assert logged == {k for k in written if is_declared(k, declared)}, stage
+    assert not any(k.startswith("gafi.gan.") for k in client.get_run(
+        read(chain, "reports", "metrics", "cas_final.json")["mlflow_run_id"]).data.params)
