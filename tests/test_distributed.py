@@ -1,6 +1,7 @@
-"""Two processes on the CPU (gloo), as `torchrun --nproc_per_node 2` would start them: every training loop gives
-the one-process metrics within tolerance, sharded synthesis gives exactly the one-process set, and only
-rank 0 writes files."""
+"""Two processes on the CPU (gloo), as `torchrun --nproc_per_node 2` would start them: the GroupNorm training
+loops (EDM, LoRA) give the one-process loss at every logged step to 1e-5, the BatchNorm ones (classifier, GAN;
+statistics stay per process on gloo) the one-process metrics within tolerance, sharded synthesis gives exactly
+the one-process set, and only rank 0 writes files."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def diffusion_job():
     spec = UNetSpec(10, 8, 1, width=8, channel_mult=(1, 2), blocks=1, attention_resolution=0, dropout=0.0)
     _, history = train_diffusion(spec, x, y, steps=30, batch_size=32, lr=2e-3, ema_decay=0.9, seed=0, device="cpu",
                                  log_every=10)
-    return {"loss": history[-1]["loss"]}
+    return {"losses": [h["loss"] for h in history]}
 
 
 def lora_job(folder):
@@ -66,7 +67,8 @@ def lora_job(folder):
     model = load_base_model(folder)
     settings = UnetTraining(steps=6, batch_size=8, lr=1e-2, resolution=8, guidance="none")
     _, history = train_unet(model, x, ["photo of digit one"] * len(x), None, settings, seed=0, log_every=2)
-    return {"loss": history[-1]["loss"], "lora_norm": float(sum(v.norm() for v in lora_state(model.unet).values()))}
+    return {"losses": [h["loss"] for h in history],
+            "lora_norm": float(sum(v.norm() for v in lora_state(model.unet).values()))}
 
 
 def synthesis_job(folder):
@@ -132,9 +134,12 @@ def test_training_loops_match_one_process(runs):
     assert rank0["classifier"]["train_loss"] == pytest.approx(single["classifier"]["train_loss"], abs=0.1)  # BatchNorm: per process on gloo
     for key in ("d_loss", "g_loss"):
         assert rank0["gan"][key] == pytest.approx(single["gan"][key], abs=0.15)
-    assert rank0["diffusion"]["loss"] == pytest.approx(single["diffusion"]["loss"], rel=0.15)
-    assert rank0["lora"]["loss"] == pytest.approx(single["lora"]["loss"], rel=0.15)
-    assert rank0["lora"]["lora_norm"] == pytest.approx(single["lora"]["lora_norm"], rel=0.05)
+    # GroupNorm networks: each logged step's loss (the global batch's, all-reduced) equals one process's up to
+    # float summation order; averaging gradients wrongly (a sum, or one rank's) moves them by far more
+    assert len(single["diffusion"]["losses"]) == 3 and len(single["lora"]["losses"]) == 3
+    assert rank0["diffusion"]["losses"] == pytest.approx(single["diffusion"]["losses"], rel=1e-5)
+    assert rank0["lora"]["losses"] == pytest.approx(single["lora"]["losses"], rel=1e-5)
+    assert rank0["lora"]["lora_norm"] == pytest.approx(single["lora"]["lora_norm"], rel=1e-5)
 
 
 def test_sharded_synthesis_equals_one_process(runs):

@@ -68,6 +68,24 @@ def add_lora(unet: torch.nn.Module, spec: LoraSpec, seed: int) -> list[torch.nn.
     return [p for p in unet.parameters() if p.requires_grad]
 
 
+def global_batch(*shares: torch.Tensor, world: int) -> list[torch.Tensor]:
+    """Each tensor of this process's share of the global batch, extended to the whole global batch: the other
+    processes' shares are gathered (no gradient flows to them), this share keeps its gradient. A batch-level
+    term on the result (distribution matching) has the one-process value, and its gradient with respect to
+    this share is that share of the one-process gradient (so the cross terms between shares are kept)."""
+    if world == 1:
+        return list(shares)
+    import torch.distributed as dist
+
+    rank, out = dist.get_rank(), []
+    for share in shares:
+        parts = [torch.empty_like(share) for _ in range(world)]
+        dist.all_gather(parts, share.detach().contiguous())
+        parts[rank] = share
+        out.append(torch.cat(parts))
+    return out
+
+
 def lora_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
@@ -156,6 +174,9 @@ def train_unet(
     device = torch.device(device)
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=cfg.mixed_precision)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    if cfg.batch_size % world:
+        raise UserError(f"{desc}: batch size {cfg.batch_size} does not split evenly over {world} processes",
+                        f"set the batch size to a multiple of {world}")
     model.to(device)
     unique = sorted(set(prompts))
     states_by_prompt = encode_prompts(model, unique)
@@ -210,23 +231,28 @@ def train_unet(
         pixels = to_model_pixels(x_uint8[idx], cfg.resolution)
         if cfg.flip:
             pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
-        with torch.no_grad():
-            latents = model.vae.encode(pixels).latent_dist.sample(gen) * scale
+        with torch.no_grad():  # the posterior's noise drawn for the global batch, as the noise above
+            posterior = model.vae.encode(pixels).latent_dist
+            eps = torch.randn((cfg.batch_size, *posterior.mean.shape[1:]), generator=gen, device=gen.device,
+                              dtype=posterior.mean.dtype)[mine].to(device)
+            latents = (posterior.mean + posterior.std * eps) * scale
         noisy = model.scheduler.add_noise(latents, noise, t)
         states = insert_guidance(states_by_prompt[prompt_index[idx]], tokens[idx] if tokens is not None else None,
                                  projection)
         with accelerator.autocast():
             pred = ddp_unet(noisy, t, encoder_hidden_states=states).sample
         weights = min_snr_weights(alphas, t, cfg.snr_gamma) if cfg.snr_gamma else torch.ones_like(t, dtype=torch.float)
-        loss = diffusion_loss(pred, noise, weights)
-        if cfg.distribution != "none":
-            loss = loss + cfg.distribution_weight * distribution_loss(cfg.distribution, pred, noise, weights)
+        loss = diffusion_loss(pred, noise, weights)  # this share's mean; DDP averages the shares' gradients
+        matching = torch.zeros((), device=device)
+        if cfg.distribution != "none":  # a batch-level term: on the whole global batch, whatever the processes
+            matching = distribution_loss(cfg.distribution, *global_batch(pred, noise, weights, world=world))
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        accelerator.backward(loss + cfg.distribution_weight * world * matching)  # x world: DDP's average
         if cfg.max_grad_norm is not None:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         opt.step()
-        running += accelerator.reduce(loss.detach(), "mean").item() if world > 1 else loss.item()
+        shares = accelerator.reduce(loss.detach(), "mean") if world > 1 else loss.detach()
+        running += (shares + cfg.distribution_weight * matching.detach()).item()
         count += 1
         done = step + 1
         if not math.isfinite(running):
