@@ -52,13 +52,16 @@ def main() -> None:
         jobs = [job("real", cfg.classifier, trial) for trial in range(params.trials)]
         jobs += [job("filter", cfg.filter, 0)] if cfg.filter else []
 
+        def curve(record):  # trial 0's learning curve; the run's own test_top1 etc. are the means over trials
+            return {f"epoch_{k}": v for k, v in record.items() if k != "epoch"}
+
         def score(job, result):
             best = {"best_test_top1": max(r["test_top1"] for r in result.history)} if "test" in evals else {}
             return {k: v for k, v in result.final.items() if not k.endswith("per_class")} | best
 
         all_rows = run_jobs(run, STAGE, jobs, score, device=device, evals=evals, eval_every_epoch=True,
                             state_path=state_file(repo_root(), STAGE, params.flat()),
-                            on_epoch=lambda records: run.log_metrics(records[0], step=records[0]["epoch"]))
+                            on_epoch=lambda records: run.log_metrics(curve(records[0]), step=records[0]["epoch"]))
         rows = [r for r in all_rows if r["cell"] == "real"]
         filter_row = next((r for r in all_rows if r["cell"] == "filter"), None)
         first = jobs[-1] if cfg.filter else jobs[0]  # the reference classifier (GaFi's sample filter)
