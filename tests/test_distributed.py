@@ -5,6 +5,7 @@ the one-process set, and only rank 0 writes files."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -155,3 +156,31 @@ def test_only_rank_zero_writes(runs):
     tmp, _, _ = runs
     assert (tmp / "written_by_0.txt").is_file() and not (tmp / "written_by_1.txt").exists()
     assert not list(tmp.glob(".written_by_1.txt.*"))  # no temporary file left behind either
+
+
+def test_a_stage_under_torchrun_logs_one_run_and_writes_its_outputs_once(tmp_path):
+    """`torchrun --nproc_per_node 2 -m stages.train_reference` (gloo on the CPU), as the README says to run
+    any stage on several devices: one MLflow run, finished, whose id the one metrics file holds; the
+    classifier and the tables written once by rank 0."""
+    import subprocess
+    import sys
+
+    from synthgap.tracking import get_client
+    from tests.conftest import REPO
+    from tests.stages.test_stages import run_stage_here, workspace
+
+    ws = workspace(tmp_path)
+    assert run_stage_here("prepare_data", ws).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))}
+    env |= {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "stages.train_reference"], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = get_client(f"sqlite:///{ws / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("common")
+    runs = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'train_reference'")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    metrics = json.loads((ws / "reports" / "metrics" / "train_reference.json").read_text())
+    assert metrics["mlflow_run_id"] == runs[0].info.run_id and metrics["test_top1"] > 25
+    assert (ws / "models" / "train_reference" / "classifier.pt").is_file()
+    assert not list(ws.rglob("*.tmp*")) and not list((ws / "reports").rglob(".*"))  # no leftover temporary file
