@@ -171,3 +171,19 @@ def test_noise_is_per_image_and_standard_normal():
     assert torch.equal(normal_from(seeds[100:110], 16), z[100:110])
     assert not torch.equal(normal_from(image_seeds(8, torch.arange(10)), 16), z[:10])
     assert seeds.unique().numel() == 50_000
+
+
+def test_the_loop_averages_the_generators_buffers_into_the_ema_from_ema_start(monkeypatch, tmp_path):
+    """Every G step updates the EMA with its float buffers averaged (BatchNorm statistics, spectral-norm
+    vectors), as the official EMA over ``generator.weights`` does; a plain copy up to ``ema_start``."""
+    calls = []
+
+    def spy(ema, model, decay, *, average_buffers=False):
+        calls.append((decay, average_buffers))
+        ema_update(ema, model, decay, average_buffers=average_buffers)
+
+    monkeypatch.setattr(gan_module, "ema_update", spy)
+    x, y = toy_data()
+    train_gan(SPEC, x, y, CFG.model_copy(update={"epochs": 1}), seed=0, device="cpu", out_dir=tmp_path)
+    assert len(calls) == len(x) // CFG.batch_size  # one G step per real batch
+    assert calls == [(0.0, True)] * CFG.ema_start + [(CFG.ema_decay, True)] * (len(calls) - CFG.ema_start)

@@ -1,7 +1,9 @@
-"""A training stage killed with SIGKILL resumes, when rerun, to the weights of an uninterrupted run (CPU)."""
+"""A training stage killed with SIGKILL resumes, when rerun, to the weights of an uninterrupted run (CPU); the GAN
+stage trains on what gafi.gan.merge_train_val says, with the step counts the official loop makes."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -10,10 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.stages.test_stages import run_stage, workspace
+from tests.stages.test_stages import run_stage, run_stage_here, workspace
 
 GAFI = """
 gafi:
@@ -58,3 +61,18 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     a, b = final_weights(reference), final_weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not any(state_dir.glob("*.pt"))  # a finished run leaves no state behind
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_the_gan_trains_on_train_plus_val_when_merged_and_counts_its_steps(tmp_path, merge):
+    """gafi.gan.merge_train_val (the official code's GAN sees the validation images): one G step per real batch
+    of 64 over 1,247 train (+ 100 val) digits, d_steps D steps each, in the stage's metrics file."""
+    ws = workspace(tmp_path)
+    gan = GAFI.replace("epochs: 12", "epochs: 2").replace("d_steps: 1", f"d_steps: 2, merge_train_val: {str(merge).lower()}")
+    (ws / "params.yaml").write_text((ws / "params.yaml").read_text() + gan)
+    assert run_stage_here("prepare_data", ws).returncode == 0
+    proc = run_stage_here("train_generator", ws, "0")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((ws / "reports" / "metrics" / "train_generator@0.json").read_text())
+    per_epoch = (1247 + 100) // 64 if merge else 1247 // 64
+    assert (metrics["g_steps"], metrics["d_steps"]) == (2 * per_epoch, 2 * 2 * per_epoch)
