@@ -2,8 +2,9 @@
 
 ``plain`` (diffusion loss), ``guidance`` (+ visual guidance), ``matching`` (+ distribution matching), ``full``
 (both); see ``synthgap.realfake.pipeline``. Each trains on the whole train split and writes only its adapter
-(LoRA weights, guidance projection, settings) to ``models/finetune_lora/<variant>/adapter.pt`` and its loss
-log to ``reports/realfake/finetune_lora/<variant>.csv``.
+(LoRA weights, guidance projection, settings) to ``models/finetune_lora/<variant>/adapter.pt``, the LoRA weights
+again as diffusers saves them (``pytorch_lora_weights.safetensors``, for ``StableDiffusionPipeline.load_lora_weights``)
+and its loss log to ``reports/realfake/finetune_lora/<variant>.csv``.
 Killed runs resume from ``.synthgap/state/``: the variant in progress from its last state, and a variant that
 had finished is loaded from its state file (kept, with the final weights and loss log, until the whole stage
 has succeeded: ``synthgap.staging.remove_after_commit``) instead of being trained again.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from synthgap.data import load_processed
 from synthgap.errors import run_main
 from synthgap.paths import atomic_write_csv, repo_root
-from synthgap.realfake.finetune import save_adapter, train_unet
+from synthgap.realfake.finetune import export_diffusers_lora, save_adapter, train_unet
 from synthgap.realfake.guidance import guidance_embeddings, image_embeddings
 from synthgap.realfake.pipeline import adapter_path, finetune_settings, load_model, prompts_for
 from synthgap.runtime import resolve_device
@@ -54,6 +55,7 @@ def main() -> None:
                 )
                 save_adapter(adapter_path(workspace, variant), model.unet, settings.lora, projection,
                              {"variant": variant, "guidance": settings.guidance, "distribution": settings.distribution})
+                export_diffusers_lora(adapter_path(workspace, variant).parent, model.unet)  # for load_lora_weights
                 atomic_write_csv(workspace / "reports" / "realfake" / STAGE / f"{variant}.csv", log)
                 child.log_metrics({"final_loss": log[-1]["loss"]})
                 print(f"{STAGE}: {variant} final loss {log[-1]['loss']:.4f}")

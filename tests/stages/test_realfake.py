@@ -53,6 +53,7 @@ def test_stages_write_tables_privacy_reports_and_adapters(realfake):
     assert (reports / "attack_membership.png").is_file() and (reports / "detect_copies.png").is_file()
     adapter = realfake / "models" / "finetune_lora" / "full" / "adapter.pt"
     assert adapter.is_file() and not (realfake / "models" / "finetune_lora" / "base").exists()
+    assert (adapter.parent / "pytorch_lora_weights.safetensors").is_file()  # for diffusers' load_lora_weights
     assert not list((realfake / ".synthgap" / "state").glob("finetune_lora-*"))  # kept only until the stage succeeds
     import numpy as np
 

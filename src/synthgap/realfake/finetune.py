@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from synthgap.checkpoint import load_torch, save_torch
+from synthgap.paths import atomic_write_with
 from synthgap.errors import UserError
 from synthgap.realfake.base_model import BaseModel, encode_prompts, to_model_pixels
 from synthgap.realfake.guidance import insert_guidance, make_projection
@@ -98,6 +99,32 @@ def save_adapter(path: Path, unet: torch.nn.Module, spec: LoraSpec, projection: 
     save_torch({"lora": lora_state(unet), "lora_spec": asdict(spec),
                 "projection": projection.state_dict() if projection is not None else None,
                 "settings": settings}, path)
+
+
+DIFFUSERS_LORA = "pytorch_lora_weights.safetensors"
+
+
+def export_diffusers_lora(folder: Path, unet: torch.nn.Module) -> Path:
+    """The LoRA weights as diffusers writes them (``folder/pytorch_lora_weights.safetensors``, with the
+    adapter's rank and alpha), so that ``StableDiffusionPipeline.load_lora_weights(folder)`` loads them into
+    Stable Diffusion. The guidance projection and the synthesis settings are not part of that format: they
+    stay in ``adapter.pt``."""
+    import shutil
+    import tempfile
+
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    config = unet.peft_config["default"]
+    metadata = {"r": config.r, "lora_alpha": config.lora_alpha, "target_modules": sorted(config.target_modules)}
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    target = Path(folder) / DIFFUSERS_LORA
+    with tempfile.TemporaryDirectory() as tmp:
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=state, unet_lora_adapter_metadata=metadata,
+                                                  safe_serialization=True)
+        atomic_write_with(target, lambda out: shutil.copyfile(Path(tmp) / DIFFUSERS_LORA, out))
+    return target
 
 
 def load_adapter(path: Path, model: BaseModel, device="cpu") -> tuple[torch.nn.Module | None, dict]:
