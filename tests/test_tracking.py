@@ -109,3 +109,31 @@ def test_runs_name_their_datasets_and_stage_script(tmp_path, params, monkeypatch
              for d in logged.inputs.dataset_inputs}
     assert found == {("digits-train", digest, 5, "train"), ("digits-val", digest, 2, "val"), ("digits-test", digest, 4, "test")}
     assert logged.data.tags["mlflow.source.name"] == "stages/train_reference.py"
+
+
+def test_a_moved_workspace_logs_artifacts_into_its_own_folder_and_keeps_the_old_ones(tmp_path, monkeypatch):
+    import shutil
+
+    def stage_run(root):
+        (root / "params.yaml").write_text("seed: 7\ndata:\n  name: digits\n")
+        params = load_stage_params("train_reference", root / "params.yaml")
+        with StageRun(params, "common", root=root, metrics_dir=root / "metrics") as run:
+            (root / "figure.png").write_bytes(b"png")
+            run.log_artifact(root / "figure.png")
+        return run.run_id
+
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.mkdir()
+    monkeypatch.chdir(before)
+    first = stage_run(before)
+    monkeypatch.chdir(tmp_path)
+    shutil.move(before, after)
+    monkeypatch.chdir(after)
+    second = stage_run(after)
+    client = get_client(f"sqlite:///{after / 'mlflow.db'}")
+    assert client.get_experiment_by_name("common").artifact_location == (after / "mlartifacts" / "common").as_uri()
+    for run_id in (first, second):
+        assert client.get_run(run_id).info.artifact_uri.startswith((after / "mlartifacts" / "common").as_uri() + "/")
+        assert [a.path for a in client.list_artifacts(run_id)] == ["figure.png"]
+        assert (after / "mlartifacts" / "common" / run_id / "artifacts" / "figure.png").read_bytes() == b"png"
+    assert not before.exists()

@@ -137,17 +137,34 @@ def get_client(uri: str):
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+def relocate_artifacts(uri: str, old: str, new: str, name: str) -> None:
+    """The workspace's own database moved with the workspace (a copied or moved clone): point the experiment
+    and its runs at the artifact folder that moved along, ``<root>/mlartifacts/<name>``, so that new artifacts
+    land there and the old ones stay readable. Only a location this code made (``.../mlartifacts/<name>``)
+    is rewritten."""
+    import sqlite3
+
+    if not (old.startswith("file://") and old.endswith(f"/mlartifacts/{name}")):
+        return
+    with sqlite3.connect(uri[len("sqlite:///") :]) as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?", (new, old))
+        db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE substr(artifact_uri, 1, ?) = ?",
+                   (new, len(old) + 1, len(old) + 1, old + "/"))
+
+
 def ensure_experiment(client, uri: str, name: str, root: Path) -> str:
     from mlflow.exceptions import MlflowException
 
+    local = uri.startswith(("sqlite:", "file:"))
+    location = (root / "mlartifacts" / name).as_uri() if local else None
     with _store_lock(uri):
         existing = client.get_experiment_by_name(name)
         if existing is not None:
             if existing.tags.get("mlflow.experimentKind") is None:  # a database made by an earlier version
                 client.set_experiment_tag(existing.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+            if uri == f"sqlite:///{root / 'mlflow.db'}" and existing.artifact_location != location:
+                relocate_artifacts(uri, existing.artifact_location, location, name)
             return existing.experiment_id
-        local = uri.startswith(("sqlite:", "file:"))
-        location = (root / "mlartifacts" / name).as_uri() if local else None
         try:
             return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:  # created meanwhile by another process on a server
