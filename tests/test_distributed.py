@@ -169,7 +169,7 @@ def test_a_stage_under_torchrun_logs_one_run_and_writes_its_outputs_once(tmp_pat
     from tests.conftest import REPO
     from tests.stages.test_stages import run_stage_here, workspace
 
-    ws = workspace(tmp_path)
+    ws = workspace(tmp_path, **{"trials: 2": "trials: 1"})
     assert run_stage_here("prepare_data", ws).returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))}
     env |= {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -22,13 +22,13 @@ GAFI = """
 gafi:
   generator_seeds: [0]
   num_generators: [1]
-  gan: {z_dim: 8, shared_dim: 8, g_width: 4, d_width: 4, depth: 1, attention_resolution: 0, epochs: 12,
+  gan: {z_dim: 8, shared_dim: 8, g_width: 4, d_width: 4, depth: 1, attention_resolution: 0, epochs: 8,
         batch_size: 64, d_steps: 1, ema_start: 5, ema_decay: 0.9, checkpoint_every: 6, state_every: 1}
 """
 
 
 def final_weights(ws: Path) -> dict:
-    payload = torch.load(ws / "models" / "train_generator" / "seed_0" / "epoch_0012.pt", weights_only=True)
+    payload = torch.load(ws / "models" / "train_generator" / "seed_0" / "epoch_0008.pt", weights_only=True)
     return payload["state_dict"]
 
 
@@ -36,10 +36,10 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     (tmp_path / "reference").mkdir()
     reference = workspace(tmp_path / "reference")
     (reference / "params.yaml").write_text((reference / "params.yaml").read_text() + GAFI)
-    assert run_stage("prepare_data", reference).returncode == 0
+    assert run_stage_here("prepare_data", reference).returncode == 0
     killed = tmp_path / "killed"
     shutil.copytree(reference, killed)
-    assert run_stage("train_generator", reference, "0").returncode == 0
+    assert run_stage_here("train_generator", reference, "0").returncode == 0  # uninterrupted, in this process
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")} | {"PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "stages.train_generator", "0"], cwd=killed, env=env,
@@ -53,9 +53,9 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed / "models" / "train_generator" / "seed_0" / "epoch_0012.pt").exists()
+    assert not (killed / "models" / "train_generator" / "seed_0" / "epoch_0008.pt").exists()
 
-    resumed = run_stage("train_generator", killed, "0")
+    resumed = run_stage_here("train_generator", killed, "0")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stdout + resumed.stderr
     a, b = final_weights(reference), final_weights(killed)
@@ -68,7 +68,7 @@ def test_the_gan_trains_on_train_plus_val_when_merged_and_counts_its_steps(tmp_p
     """gafi.gan.merge_train_val (the official code's GAN sees the validation images): one G step per real batch
     of 64 over 1,247 train (+ 100 val) digits, d_steps D steps each, in the stage's metrics file."""
     ws = workspace(tmp_path)
-    gan = GAFI.replace("epochs: 12", "epochs: 2").replace("d_steps: 1", f"d_steps: 2, merge_train_val: {str(merge).lower()}")
+    gan = GAFI.replace("epochs: 8", "epochs: 2").replace("d_steps: 1", f"d_steps: 2, merge_train_val: {str(merge).lower()}")
     (ws / "params.yaml").write_text((ws / "params.yaml").read_text() + gan)
     assert run_stage_here("prepare_data", ws).returncode == 0
     proc = run_stage_here("train_generator", ws, "0")
