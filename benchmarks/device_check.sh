@@ -6,7 +6,9 @@
 #   bash benchmarks/device_check.sh --dry-run [STEP ...]  here: print the commands, check what can be checked
 #   bash benchmarks/device_check.sh --prepare             here, once: fill .data/ and .whl/ (pip downloads)
 #
-# STEP: tests classifier stacked sampling recycle (default: all, in this order; name some to rerun them).
+# STEP: tests classifier stacked sampling recycle quick (default: all, in this order; name some to rerun them).
+# quick: GaFi end to end with params/cifar10-quick.yaml on the CIFAR-10 copy (benchmarks/quick_gafi.py); it runs
+# only when at least QUICK_MIN_S (300) seconds remain, else `bash benchmarks/device_check.sh quick` alone.
 #
 # Inputs: two folders ignored by git, which the caller fills (--prepare does) and names in the tool's `carry`:
 #   .data/cifar10-jpg.tar.xz  CIFAR-10 as JPEG ImageFolder (train/<class>/*.jpg, test/<class>/*.jpg; see
@@ -14,8 +16,8 @@
 #   .whl/*.whl                wheels of what the GPU image lacks (pydantic, ruamel.yaml, diffusers, ...), installed
 #                             offline (--no-index) into /tmp/site; nothing is downloaded on the GPU machine
 # Outputs: benchmarks/results/<name>-cuda.json (the benchmarks write them) and, under $OUT (the device tool's
-# return folder; a temp folder when unset), 7 files: summary.txt, device-check.log, pytest-gpu.xml and the
-# four <name>-cuda.json. Commit the JSON files into benchmarks/results/.
+# return folder; a temp folder when unset): summary.txt, device-check.log, pytest-gpu.xml, each <name>-cuda.json
+# and, after quick, quick_gafi/ (the GaFi tables). Commit the JSON files into benchmarks/results/.
 # Time: each step runs under `timeout` with its own budget, all capped by one deadline (DEADLINE_S, 530 s from
 # the start), so the script ends within 9 minutes; a step that fails or times out is recorded in summary.txt
 # (and the exit status is 1) and the next step still runs.
@@ -27,8 +29,9 @@ PY="${PYTHON:-python3}"
 ARCHIVE=".data/cifar10-jpg.tar.xz"
 GPU_TESTS="${GPU_TESTS:-tests/test_gpu.py}"  # only this file: collecting every module would need all the project's deps
 DEADLINE_S="${DEADLINE_S:-530}"
-ALL_STEPS=(tests classifier stacked sampling recycle)
-declare -A BUDGET=([tests]=200 [classifier]=300 [stacked]=150 [sampling]=120 [recycle]=150)
+ALL_STEPS=(tests classifier stacked sampling recycle quick)
+declare -A BUDGET=([tests]=200 [classifier]=300 [stacked]=150 [sampling]=120 [recycle]=150 [quick]=520)
+QUICK_MIN_S="${QUICK_MIN_S:-300}"  # the quick preset's FLOP estimate is ~6 minutes on an H200
 # what the GPU image lacks (.library/device/KINDS.md's package list) and the project imports; pinned to this
 # machine's versions by --prepare
 WHEELS=(pydantic pydantic-core annotated-types typing-inspection typing-extensions ruamel.yaml diffusers)
@@ -41,8 +44,8 @@ for arg in "$@"; do
     case "$arg" in
         --dry-run) MODE=dry ;;
         --prepare) MODE=prepare ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
-        tests|classifier|stacked|sampling|recycle) STEPS+=("$arg") ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        tests|classifier|stacked|sampling|recycle|quick) STEPS+=("$arg") ;;
         *) echo "device_check: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -55,6 +58,7 @@ step_command() {  # the command of one step, one word per line
         stacked) printf '%s\n' "$PY" -m benchmarks.stacked --device cuda ;;
         sampling) printf '%s\n' "$PY" -m benchmarks.sampling --device cuda ;;
         recycle) printf '%s\n' "$PY" -m benchmarks.recycle --device cuda --images 10000 ;;  # scaled to 40,000 in its JSON
+        quick) printf '%s\n' "$PY" -m benchmarks.quick_gafi --cifar10 "$CIFAR" --device cuda --out "$OUT/quick_gafi" ;;
     esac
 }
 
@@ -97,7 +101,8 @@ dry_run() {
     done
     echo "  cp benchmarks/results/*-cuda.json \$OUT/   (+ summary.txt, device-check.log, pytest-gpu.xml)"
     echo "== prerequisites (here)"
-    for f in "$GPU_TESTS" benchmarks/classifier.py benchmarks/stacked.py benchmarks/sampling.py benchmarks/recycle.py; do
+    for f in "$GPU_TESTS" benchmarks/classifier.py benchmarks/stacked.py benchmarks/sampling.py benchmarks/recycle.py \
+             benchmarks/quick_gafi.py params/cifar10-quick.yaml; do
         [ -f "$f" ] && ok "$f" || bad "$f missing"
     done
     if [ -f "$ARCHIVE" ]; then
@@ -117,7 +122,7 @@ dry_run() {
              du -sbL .data .whl 2>/dev/null | cut -f1) | awk '{s += $1} END {print int(s / 1048576)}')
     [ "$size" -lt 64 ] && ok "working tree + .data + .whl = $size MiB (the device tool takes 64)" \
         || bad "working tree + .data + .whl = $size MiB, over the device tool's 64 MiB"
-    if "$PY" -c 'import synthgap.config, synthgap.train.classifier, synthgap.models.stacked, synthgap.realfake.finetune, accelerate, peft, diffusers, benchmarks.classifier, benchmarks.stacked, benchmarks.sampling, benchmarks.recycle' 2>/tmp/device_check_import.err; then
+    if "$PY" -c 'import synthgap.config, synthgap.train.classifier, synthgap.models.stacked, synthgap.realfake.finetune, accelerate, peft, diffusers, benchmarks.classifier, benchmarks.stacked, benchmarks.sampling, benchmarks.recycle, benchmarks.quick_gafi' 2>/tmp/device_check_import.err; then
         ok "the tests' and benchmarks' modules import"
     else
         bad "import failed: $(tail -1 /tmp/device_check_import.err)"
@@ -142,6 +147,9 @@ run_step() {
     limit=$(( left < BUDGET[$step] ? left : BUDGET[$step] ))
     local cmd=()
     mapfile -t cmd < <(step_command "$step")
+    if [ "$step" = quick ] && { [ -z "$CIFAR" ] || [ "$limit" -lt "$QUICK_MIN_S" ]; }; then
+        note "$step" "SKIPPED (${limit} s left)" 0 "run it alone: bash benchmarks/device_check.sh quick"; return
+    fi
     if [ "$limit" -lt 20 ]; then
         note "$step" "SKIPPED (deadline)" 0 "${cmd[*]}"; FAILED=1; return
     fi
@@ -184,7 +192,7 @@ EOF
     printf '%-11s %-26s %7s  %s\n' step status seconds command > "$OUT/summary.txt"
     CIFAR=""
     local data extract=""
-    if [[ " ${STEPS[*]} " == *" classifier "* ]]; then
+    if [[ " ${STEPS[*]} " == *" classifier "* || " ${STEPS[*]} " == *" quick "* ]]; then
         if [ -f "$ARCHIVE" ]; then
             data=$(mktemp -d /tmp/cifar10.XXXXXX)
             # Python's tarfile (lzma is in the standard library): the image may lack the xz program
@@ -197,7 +205,7 @@ EOF
     fi
     local step
     for step in "${STEPS[@]}"; do
-        if [ "$step" = classifier ] && [ -n "$extract" ]; then
+        if [[ "$step" = classifier || "$step" = quick ]] && [ -n "$extract" ] && [ -z "$CIFAR" ]; then
             local train=""
             wait "$extract" && train=$(find "$data" -maxdepth 3 -type d -name train | head -1)
             if [ -n "$train" ]; then
@@ -217,7 +225,8 @@ EOF
 import json, pathlib, sys
 shown = {"classifier": ["ours_img_per_s", "ours_fp32_img_per_s", "baseline_img_per_s", "ratio", "cifar10_100_epochs"],
          "stacked": ["shapes"], "sampling": ["img_per_s", "sd_img2img_512px_30_steps"],
-         "recycle": ["images_per_epoch", "filter_acceptance", "seconds_per_epoch", "projected_s_per_100_epochs"]}
+         "recycle": ["images_per_epoch", "filter_acceptance", "seconds_per_epoch", "projected_s_per_100_epochs"],
+         "quick_gafi": ["total_s", "comparisons"]}
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*-cuda.json")):
     r = json.loads(path.read_text())
     print(f"{path.name}: {r['device']} ({r['device_type']}), torch {r['torch']}, {r['date']}")
