@@ -96,6 +96,7 @@ def serve_two_workers(tmp_path: Path, backend: str) -> None:
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # a server and four stage processes: ~1-2 minutes of the default suite's 10 on 2 cores
 def test_two_workers_share_one_server_with_a_sqlite_backend(tmp_path):
     serve_two_workers(tmp_path, f"sqlite:///{tmp_path / 'server.db'}")
     assert any((tmp_path / "artifacts").rglob("history.csv"))  # artifacts went to the server's store

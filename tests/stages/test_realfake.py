@@ -40,7 +40,8 @@ def realfake(tmp_path_factory):
 def test_stages_write_tables_privacy_reports_and_adapters(realfake):
     reports = realfake / "reports" / "realfake"
     with open(reports / "table1.csv") as fh:
-        assert [r["data"] for r in csv.DictReader(fh)] == ["real only", "synthetic only", "real + synthetic"]
+        table1 = list(csv.DictReader(fh))
+    assert [r["data"] for r in table1] == ["real only", "synthetic only", "real + synthetic"]
     with open(reports / "table2.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["latent_prior"], r["finetune"]) for r in rows] == [("False", "False"), ("False", "True"),
@@ -79,6 +80,11 @@ def test_evaluate_cells_are_mlflow_child_runs_with_their_params(realfake):
     assert names == {"real", "real_plus_full_img2img", "base_img2img", "base_txt2img", "full_img2img",
                      "full_txt2img", "full_img2img_x2"}
     assert all("accuracy" in r.data.metrics for r in children)
+    with open(realfake / "reports" / "realfake" / "table1.csv") as fh:  # each cell: the mean of its trials' runs
+        table1 = {r["training_set"]: float(r["top1"].split(" ± ")[0]) for r in csv.DictReader(fh)}
+    for name, cell in table1.items():
+        runs = [r.data.metrics["accuracy"] for r in children if r.data.params["training_set"] == name]
+        assert len(runs) == 2 and cell == pytest.approx(sum(runs) / 2, abs=0.006), name
 
 
 def test_a_stable_diffusion_folder_missing_a_component_is_named(realfake, tmp_path):
