@@ -125,6 +125,10 @@ def test_gafi_preset_has_the_official_values_of_its_dataset(preset):
     f = load_stage_params("train_reference", path).section.filter
     assert (f.model.arch, f.model.width, f.train.epochs, f.train.milestones) == ("resnet20", 64, 300, (60, 80))
     assert (f.train.optimizer, f.train.erasing, f.train.restore_best, f.train.lr, f.train.batch_size) == ("sgdw", True, True, 0.1, 128)
+    # the official ResNet-20 (models/resnet.py): parameter-free shortcuts (option A), He-normal init; its inputs
+    # are scaled to [-1, 1] before the zero padding of the random crop, i.e. mid-grey (128) in uint8; SGDW
+    for cfg in (gafi.cas, reference, f):
+        assert (cfg.model.shortcut, cfg.model.init, cfg.train.crop_fill, cfg.train.optimizer) == ("A", "he_normal", 128, "sgdw")
 
 
 @pytest.mark.parametrize("preset", sorted(set(OFFICIAL) - {"cifar10.yaml"}))
