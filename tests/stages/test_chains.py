@@ -147,6 +147,23 @@ def test_the_searches_hand_their_choice_down_the_chain(chain):
         checkpoint, stddev["best"]["stddev"], threshold["best"]["threshold"])
 
 
+def test_cas_final_trials_log_what_the_filter_did(chain):
+    """Each trial of the final CAS run logs the filter's counts (drawn, accepted, and the images that filled a
+    class the filter could not, when filter_rounds ran out): the bounded filtering is visible, not silent."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{chain / 'mlflow.db'}")
+    parent = read(chain, "reports", "metrics", "cas_final.json")["mlflow_run_id"]
+    children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    (member,) = read(chain, "reports", "gafi", "cas_final.json")["best"]["members"]
+    assert len(children) == yaml.safe_load((chain / "params.yaml").read_text())["trials"]
+    for run in children:
+        m = run.data.metrics
+        assert float(run.data.params["threshold"]) == member["threshold"]
+        assert m["filter_drawn"] >= m["filter_accepted"] >= 0 and m["filter_filled"] >= 0
+        assert m["filter_acceptance"] == pytest.approx(m["filter_accepted"] / m["filter_drawn"], abs=1e-3)
+
+
 def test_report_gafi_writes_the_papers_rows_with_intervals_and_verdicts(chain):
     table4 = (chain / "reports" / "gafi" / "table4.md").read_text()
     ours = [line.split("|")[1].strip() for line in table4.splitlines() if line.endswith("| ours |")]
