@@ -26,13 +26,15 @@ def main() -> None:
     gafi, reports = params.section, workspace / "reports" / "gafi"
     with StageRun(params, experiment="gafi") as run:
         dataset = json.loads((workspace / "data" / "processed" / "info.json").read_text())["name"]
-        real = report.real_data(read_upstream_json(workspace / "reports" / "train_reference" / "trials.json", "train_reference")["summary"][0], gafi.select_on)
+        trials = read_upstream_json(workspace / "reports" / "train_reference" / "trials.json", "train_reference")
+        real = report.real_data(trials["summary"][0], gafi.select_on)
         published = report.read_published()
         baseline = read_upstream_json(reports / "cas_baseline.json", "cas_baseline")["best"]
         final_json = read_upstream_json(reports / "cas_final.json", "cas_final")
         final = final_json["best"]
         multi = read_upstream_json(reports / "cas_multi.json", "cas_multi")["rows"]
-        grids = {name: read_upstream_json(reports / f"{name}.json", name)["rows"] for name in ("ablate_filtering", "ablate_recycle", "ablate_stddev")}
+        grids = {name: read_upstream_json(reports / f"{name}.json", name)["rows"]
+                 for name in ("ablate_filtering", "ablate_recycle", "ablate_stddev")}
         tables = {
             "table1": report.table1(dataset, baseline, grids["ablate_filtering"]),
             "table2": report.table2(dataset, baseline, grids["ablate_recycle"]),
@@ -51,7 +53,8 @@ def main() -> None:
                                 f"GaFi generator quality ({dataset}, chosen checkpoints; cas_final)"):
             run.log_artifact(path, "tables")
         fig2 = report.figure2(grids["ablate_stddev"], reports / "figure2.png", dataset)
-        per_seed = {s: read_upstream_json(reports / "select_checkpoint" / f"seed_{s}.json", f"select_checkpoint@{s}")["rows"] for s in gafi.generator_seeds}
+        per_seed = {s: read_upstream_json(reports / "select_checkpoint" / f"seed_{s}.json", f"select_checkpoint@{s}")["rows"]
+                    for s in gafi.generator_seeds}
         fig3 = report.figure3(per_seed, reports / "figure3.png", dataset)
         atomic_write_csv(reports / "figure2.csv", fig2)
         atomic_write_csv(reports / "figure3.csv", fig3)

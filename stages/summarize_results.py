@@ -1,8 +1,8 @@
 """Stage summarize_results: the headline numbers and verdicts of all three papers in one place.
 
 Merges the ``summary.json`` that each paper's report stage writes (``report_gafi``, ``fit_equivalence``,
-``evaluate_realfake``) and the synthgap table's (``compare_generators``) into ``reports/summary.json``, the DVC metrics file that ``dvc metrics show`` and
-``dvc exp show`` display::
+``evaluate_realfake``) and the synthgap table's (``compare_generators``) into ``reports/summary.json``
+(``dvc metrics show reports/summary.json``)::
 
     {"headline": {"real_top1": {"mean": .., "ci95": [lo, hi], "trials": n}, ...},
      "comparisons": [{"name": "gafi_vs_baseline", "paper": "gafi", "diff_mean": .., "ci95": [lo, hi],
@@ -16,17 +16,18 @@ names and the verdict counts, so ``dvc metrics show`` and ``dvc exp show --only-
 
 from __future__ import annotations
 
-import json
-
 from synthgap.config import load_stage_params
-from synthgap.errors import UserError, run_main
-from synthgap.paths import atomic_write_json, atomic_write_text, workspace_root
+from synthgap.errors import run_main
+from synthgap.paths import atomic_write_json, atomic_write_text, read_upstream_json, workspace_root
 from synthgap.stats import Estimate
 from synthgap.tracking import StageRun
 
 STAGE = "summarize_results"
-PARTS = {"gafi": "reports/gafi/summary.json", "equivalence": "reports/equivalence/summary.json",
-         "realfake": "reports/realfake/summary.json", "synthgap": "reports/synthgap/summary.json"}
+# paper -> (its summary, the stage that writes it)
+PARTS = {"gafi": ("reports/gafi/summary.json", "report_gafi"),
+         "equivalence": ("reports/equivalence/summary.json", "fit_equivalence"),
+         "realfake": ("reports/realfake/summary.json", "evaluate_realfake"),
+         "synthgap": ("reports/synthgap/summary.json", "compare_generators")}
 # headline.json's column -> summary.json's headline entry (a column whose entry is missing is left out)
 VIEW = {"gafi": {"real": "real_top1", "base": "baseline_cas", "gafi": "gafi_cas", "k2": "gafi_cas_k2"},
         "equiv": {"c1": "equivalence_closed_c1", "c2": "equivalence_closed_c2"},
@@ -63,11 +64,8 @@ def main() -> None:
     params = load_stage_params(STAGE, workspace / "params.yaml")
     with StageRun(params, experiment="common") as run:
         summary = {"headline": {}, "comparisons": []}
-        for paper, relative in PARTS.items():
-            path = workspace / relative
-            if not path.is_file():
-                raise UserError(f"{path} not found", "run `dvc repro` so that every paper's report stage runs first")
-            part = json.loads(path.read_text())
+        for relative, writer in PARTS.values():
+            part = read_upstream_json(workspace / relative, writer)
             summary["headline"].update(part["headline"])
             summary["comparisons"] += part["comparisons"]
         atomic_write_json(workspace / "reports" / "summary.json", summary)
