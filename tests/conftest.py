@@ -13,7 +13,14 @@ from synthgap.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# pytest-xdist's workers share the cores: each worker, the stages it runs in-process (synthgap.runtime.share_cores
+# reads SYNTHGAP_THREADS) and the subprocesses it starts (OpenMP reads OMP_NUM_THREADS) get cores / workers threads.
+# Two workers with two threads each on two cores ran the suite about twice as slowly.
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_THREADS = max(1, min(2, _CORES) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ.setdefault("SYNTHGAP_THREADS", str(_THREADS))
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["SYNTHGAP_THREADS"])
+torch.set_num_threads(int(os.environ["SYNTHGAP_THREADS"]))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from synthgap import staging
 from synthgap.errors import UserError
 from synthgap.paths import atomic_write_text
 from tests.conftest import REPO
-from tests.stages.test_stages import assert_one_error_line, run_stage, run_stage_here, snapshot, workspace
+from tests.stages.test_stages import assert_one_error_line, run_killed, run_stage, run_stage_here, snapshot, workspace
 
 SLOW_TRAIN = {"trials: 2": "trials: 1", "epochs: 2": "epochs: 4, checkpoint_every: 1"}
 
@@ -271,12 +271,10 @@ def test_sigterm_ends_with_one_line_marks_the_run_killed_and_keeps_the_state(pre
 
 def test_sigkill_then_rerun_closes_the_orphan_run_and_equals_an_uninterrupted_run(prepared, tmp_path):
     reference = copy_of(prepared, tmp_path / "reference", **SLOW_TRAIN)
-    assert run_stage("train_reference", reference).returncode == 0
+    assert run_stage_here("train_reference", reference).returncode == 0
     killed = copy_of(prepared, tmp_path / "killed", **SLOW_TRAIN)
-    proc = popen_stage("train_reference", killed)
-    wait_for_state(proc, killed, "train_reference")
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    proc = run_killed("train_reference", killed, "synthgap.train.classifier", 3)  # epochs 1-2 saved, 3 lost
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert "RUNNING" in [r.info.status for r in runs_of(killed)]
 
     resumed = run_stage("train_reference", killed)

@@ -109,7 +109,6 @@ def chain(tmp_path_factory) -> Path:
     n_base = params["equivalence"]["base_sizes"][0]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     mp = pytest.MonkeyPatch()
-    mp.setenv("SYNTHGAP_THREADS", "1")  # two test workers share two cores
     for name in [k for k in os.environ if k.startswith(("DVC_", "SYNTHGAP_DEBUG"))]:
         mp.delenv(name)
     try:

@@ -42,6 +42,26 @@ def run_stage(stage: str, workspace: Path, *extra: str) -> subprocess.CompletedP
     )
 
 
+def run_killed(stage: str, workspace: Path, module: str, epoch: int, *extra: str) -> subprocess.CompletedProcess:
+    """``stage`` in a process of its own that SIGKILLs itself as ``module``'s training loop is about to write
+    the resumable state after ``epoch``: the states before it are on disk, that epoch's work is lost. The kill
+    lands at a known point, so no parent polls the disk in a race with a fast machine."""
+    child = (
+        "import os, runpy, signal\n"
+        f"import {module} as loop\n"
+        "save = loop.save_state\n"
+        "def save_or_die(path, fingerprint, *, epoch, **kw):\n"
+        f"    if epoch == {epoch}:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    save(path, fingerprint, epoch=epoch, **kw)\n"
+        "loop.save_state = save_or_die\n"
+        f"runpy.run_module('stages.{stage}', run_name='__main__')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))} | {"PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", child, *extra], cwd=workspace, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 def run_in_process(ws: Path, stage: str, *args: str) -> None:
     """One stage as ``python -m stages.<stage> *args`` run in ``ws`` would run it; SystemExit on failure."""
     saved = (Path.cwd(), list(sys.argv), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
