@@ -46,14 +46,14 @@ def main() -> None:
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="equivalence") as run:
-        data, base_idx = base_subset(workspace, n_base)
+        data, base_idx = base_subset(workspace, n_base, cfg.merge_train_val)
         pools = {"closed": load_pool(workspace / "data" / "synthetic" / "sample_diffusion" / f"base_{n_base}.npz", "npz", data.num_classes)}
         if cfg.open_set.path is not None:
             pools["open"] = load_pool(repo_root() / cfg.open_set.path, cfg.open_set.format, data.num_classes, data.classes)
         # everything the grid cannot hold is said (or refused) before any training
-        grids = {b: grid_cells(b, len(data.y_train), cfg.real_ratios, cfg.syn_ratios, tuple(pools)) for b in cfg.base_sizes}
-        without_real = check_real_cells(cfg.base_sizes, len(data.y_train), cfg.real_ratios,
-                                        grids={b: cells for b, (cells, _) in grids.items()})
+        ratios = {b: {s: cfg.ratios(b, s) for s in ("real", *pools)} for b in cfg.base_sizes}
+        grids = {b: grid_cells(b, len(data.y_train), ratios[b], tuple(pools)) for b in cfg.base_sizes}
+        without_real = check_real_cells({b: cells for b, (cells, _) in grids.items()}, len(data.y_train))
         cells, dropped = grids[n_base]
         check_pool_sizes(cells, pools)
         for drop in dropped:
@@ -77,9 +77,11 @@ def main() -> None:
                 jobs.append(Job(cell.name, cell.params(), trial, seed, model, to_device_tensors(x, y, device), len(y), train_cfg))
         rows = run_jobs(run, params.stage, jobs, score, device=device, evals={"test": test})
         out = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.json"
-        atomic_write_json(out, {"rows": rows, "cells": summarise(rows, ("accuracy", "top5")), "epochs": epochs,
+        summary = summarise(rows, ("accuracy", "top5"))
+        atomic_write_json(out, {"rows": rows, "cells": summary, "epochs": epochs,
                                 "skipped_real_ratios": skipped, "dropped_cells": dropped})
         run.log_metrics({"cells": len(rows), "epochs": epochs})
+        run.record_cells(summary, ("accuracy",))
         run.log_artifact(out)
 
 

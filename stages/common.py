@@ -73,11 +73,14 @@ def equivalence_foreach_params(stage: str) -> tuple[StageParams, int, Path]:
     return replace(params, stage=f"{stage}@{n_base}"), n_base, workspace
 
 
-def base_subset(workspace: Path, n_base: int):
-    """The processed data and the indices of its base subset of size ``n_base``."""
+def base_subset(workspace: Path, n_base: int, merge_train_val: bool):
+    """The processed data (validation folded into train with ``equivalence.merge_train_val``) and the indices
+    of its base subset of size ``n_base``."""
     from synthgap.data import load_processed
 
     data = load_processed(workspace / "data" / "processed")
+    if merge_train_val:
+        data = data.with_val_in_train()
     try:
         return data, data.base_subset(n_base)
     except UserError as err:

@@ -133,6 +133,7 @@ def main() -> None:
 
         trials = run_jobs(run, STAGE, jobs, score, device=device, evals=evals)
         summary = {row["cell"]: row for row in summarise(trials, ("cas", "val_top1", "test_top1"))}
+        run.record_cells(list(summary.values()), ("cas",))
 
         # ---- per source: quality in one feature space, real-image equivalent, cost
         real_features = extract_features(classifier, evals["test"][0])

@@ -70,6 +70,7 @@ def main() -> None:
                 jobs.append(Job(name, cell, trial, seed, model, to_device_tensors(x, y, device), len(y), cfg.classifier.train))
         rows = run_jobs(run, STAGE, jobs, score, device=device, evals={"test": test})
         accuracy = {row["cell"]: row for row in summarise(rows, ("top1", "top5"))}
+        run.record_cells(list(accuracy.values()), ("top1",))
         for name, row in accuracy.items():
             print(f"{STAGE}: {name} ({row['n_train']} images): top-1 {estimate(row['top1_trials']).text(2)}")
         reports = workspace / "reports" / "realfake"

@@ -36,7 +36,7 @@ def main() -> None:
     if weights:
         check_inception_weights(weights)  # before any compute
     with StageRun(params, experiment="equivalence") as run:
-        data, _ = base_subset(workspace, n_base)
+        data, _ = base_subset(workspace, n_base, params.section.merge_train_val)
         path = workspace / "models" / "train_reference" / "classifier.pt"
         classifier = load_classifier(path, device)
         check_compatible(classifier, data.num_classes, data.image_shape, data.name, path)

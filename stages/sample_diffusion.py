@@ -1,7 +1,8 @@
 """Stage sample_diffusion@<n_base>: a class-balanced synthetic pool from the base subset's EDM model.
 
-The pool holds ``max(equivalence.syn_ratios) * n_base`` images, labels interleaved so that every prefix is
-class-balanced, each from its own seed (deterministic Heun, ``equivalence.diffusion.sampler_steps`` steps).
+The pool holds the base's largest closed-set ratio (``equivalence.syn_ratios``, or its entry in
+``ratios_by_base``) x n_base images, labels interleaved so that every prefix is class-balanced, each from its
+own seed (deterministic Heun, ``equivalence.diffusion.sampler_steps`` steps).
 Writes ``data/synthetic/sample_diffusion/base_<n>.npz`` (images, labels, seeds, class names, and ``seconds``: the
 wall seconds the sampling took, the generation cost compare_generators reports) and a preview.
 """
@@ -33,7 +34,7 @@ def main() -> None:
     with StageRun(params, experiment="equivalence") as run:
         data = load_processed(workspace / "data" / "processed")
         denoiser = load_denoiser(workspace / "models" / "train_diffusion" / f"base_{n_base}" / "edm.pt", device)
-        count = round(max(cfg.syn_ratios) * n_base)
+        count = round(max(cfg.ratios(n_base, "closed")) * n_base)
         labels = torch.arange(count, device=device) % data.num_classes
         seeds = image_seeds(params.seed, torch.arange(count), STAGE, n_base)
         h, _, c = data.image_shape

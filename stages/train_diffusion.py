@@ -24,7 +24,7 @@ def main() -> None:
     cfg = params.section.diffusion
     device = resolve_device(params.device)
     with StageRun(params, experiment="equivalence") as run:
-        data, idx = base_subset(workspace, n_base)
+        data, idx = base_subset(workspace, n_base, params.section.merge_train_val)
         h, _, c = data.image_shape
         arch = cfg.model_dump(include={"width", "channel_mult", "blocks", "attention_resolution", "dropout"})
         spec = UNetSpec(data.num_classes, h, c, **arch, dataset=data.name)

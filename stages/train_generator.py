@@ -8,7 +8,6 @@ Writes the EMA generator every ``gafi.gan.checkpoint_every`` epochs to
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from synthgap.distributed import is_main
@@ -43,11 +42,9 @@ def main() -> None:
         if not state.exists() and is_main():  # a fresh start: drop checkpoints of an earlier, different run
             for old in list_checkpoints(out).values():
                 old.unlink(missing_ok=True)
-        x, y = data.split("train")
         if cfg.merge_train_val:  # the official code's GAN sees the validation images too
-            x_val, y_val = data.split("val")
-            x, y = np.concatenate([x, x_val]), np.concatenate([y, y_val])
-        x, y = to_device_tensors(x, y, device)
+            data = data.with_val_in_train()
+        x, y = to_device_tensors(data.x_train, data.y_train, device)
         history = train_gan(spec, x, y, cfg, seed=gseed, device=device, out_dir=out,
                             state_path=state, desc=stage, on_epoch=lambda r: run.log_metrics(r, step=r["epoch"]))
         reports = workspace / "reports" / "gafi" / "train_generator"

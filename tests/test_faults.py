@@ -33,7 +33,7 @@ def prepared(tmp_path_factory) -> Path:
     ws = workspace(tmp_path_factory.mktemp("prepared"))
     shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")
     for stage in ("prepare_data", "train_reference"):
-        proc = run_stage(stage, ws)
+        proc = run_stage_here(stage, ws)
         assert proc.returncode == 0, proc.stderr
     return ws
 
@@ -277,7 +277,7 @@ def test_sigkill_then_rerun_closes_the_orphan_run_and_equals_an_uninterrupted_ru
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert "RUNNING" in [r.info.status for r in runs_of(killed)]
 
-    resumed = run_stage("train_reference", killed)
+    resumed = run_stage_here("train_reference", killed)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stdout + resumed.stderr
     assert "RUNNING" not in [r.info.status for r in runs_of(killed)]

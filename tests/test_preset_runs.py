@@ -132,6 +132,7 @@ def shrink(preset: dict, num_classes: int, train_images: int, test_images: int,
             if key in eq:
                 eq[key] = eq[key][:1]
         eq["epochs_by_base"] = [[10**9, 2]]
+        eq["ratios_by_base"] = []  # its base sizes are gone
     return p
 
 

@@ -209,11 +209,35 @@ def test_gafi_presets_hold_every_key_the_gafi_stages_list(preset: Path):
 @pytest.mark.parametrize("path", [REPO / "params.yaml", *sorted((REPO / "params").glob("*.yaml"))], ids=lambda p: p.name)
 def test_the_synthgap_table_trains_gafis_cas_classifier_on_a_pool_that_holds_its_sets(path):
     """compare_generators measures every family with the CAS protocol of gafi.cas, and the EDM pool it reads
-    (max(syn_ratios) x edm_base images, class-balanced) can fill a set of `images` (null: the train split)."""
+    (the largest closed-set ratio x edm_base images, class-balanced) can fill a set of `images` (null: the train split)."""
     gafi = load_stage_params("cas_final", path, section="gafi").section
     compare = load_stage_params("compare_generators", path).section
     assert compare.classifier == gafi.cas
     equivalence = load_stage_params("augment", path, section="equivalence").section
     assert compare.edm_base in equivalence.base_sizes
     if compare.images is not None:
-        assert compare.images <= round(max(equivalence.syn_ratios) * compare.edm_base)
+        assert compare.images <= round(max(equivalence.ratios(compare.edm_base, "closed")) * compare.edm_base)
+
+
+def test_the_cifar10_preset_trains_exactly_the_cells_of_the_papers_tables_9_to_11():
+    """Every (setting, n_base, real added, synthetic added) cell the CIFAR-10 preset's grid would train, from all
+    50,000 training images (train + validation), is a row of Tables 9-11 (transcribed in
+    reports/equivalence/published/cifar10.csv) and every row is a cell: Tiny to Large, real, closed and open,
+    including the 0.4 / 0.8 / 1.0 real additions at 25,000 and no real ones at 50,000. No cell is dropped."""
+    import pandas as pd
+
+    from synthgap.equivalence.grid import grid_cells
+
+    eq = load_stage_params("augment", REPO / "params" / "cifar10.yaml", section="equivalence").section
+    assert eq.merge_train_val  # 40,000 train + 10,000 validation images (prepare_data.val_size)
+    cells, dropped = set(), []
+    for n_base in eq.base_sizes:
+        grid, drops = grid_cells(n_base, 50_000, {s: eq.ratios(n_base, s) for s in ("real", "closed", "open")},
+                                 ("closed", "open"))
+        cells |= {(c.setting, c.n_base, c.n_real_added, c.n_syn_added) for c in grid}
+        dropped += drops
+    assert dropped == []
+    paper = pd.read_csv(REPO / "reports" / "equivalence" / "published" / "cifar10.csv")
+    rows = {("real" if r.n_real_added == r.n_syn_added == 0 else r.setting, r.n_base, r.n_real_added, r.n_syn_added)
+            for r in paper.itertuples()}  # each table repeats the base-only row; the grid trains it once
+    assert cells == rows

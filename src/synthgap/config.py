@@ -353,6 +353,17 @@ class QualityConfig(Section):
     batch_size: StrictInt = Field(100, ge=1, le=4096, description="Images per Inception forward pass.")
 
 
+class BaseRatios(Section):
+    """The addition ratios of one base size where they differ from the section's ``real_ratios`` /
+    ``syn_ratios`` (the paper adds real images at 0.4 / 0.8 / 1.0 x n_base to CIFAR-10-Mid, none to
+    CIFAR-10-Large, and open-set images at its own ratios there: Tables 9-11)."""
+
+    n_base: StrictInt = Field(ge=1, description="One of equivalence.base_sizes.")
+    real: tuple[Float, ...] | None = Field(None, description="Real additions (x n_base); null: real_ratios; []: none.")
+    closed: tuple[Float, ...] | None = Field(None, min_length=1, description="Closed-set synthetic additions; null: syn_ratios.")
+    open: tuple[Float, ...] | None = Field(None, description="Open-set synthetic additions; null: syn_ratios; []: none.")
+
+
 class EquivalenceConfig(Section):
     base_sizes: tuple[StrictInt, ...] = Field((500, 5000, 25000), min_length=1,
                                               description="n_base values: class-proportional subsets of the train split.")
@@ -366,6 +377,10 @@ class EquivalenceConfig(Section):
         ((500, 480), (5000, 320), (10**9, 160)),
         description="(largest n_base, epochs) pairs, appendix B: smaller bases train longer; lr x0.1 at 50 % and 75 %.",
     )
+    ratios_by_base: tuple[BaseRatios, ...] = Field((), description="Per-base exceptions to real_ratios / syn_ratios.")
+    merge_train_val: StrictBool = Field(
+        False, description="Draw base subsets and real additions from the train and validation splits together (the "
+        "paper's CIFAR-10 grid uses all 50,000 training images; prepare_data.val_size keeps GaFi's validation split).")
     fit_ratios: tuple[Float, ...] = Field((1.0, 2.0, 3.0), description="n_real+ / n_base values the fitter solves at.")
     n_total: StrictInt | None = Field(None, ge=1, description="tau = 10 / n_total; null: the full training split.")
 
@@ -375,7 +390,26 @@ class EquivalenceConfig(Section):
         check_grid("real_ratios", self.real_ratios, lambda v: v > 0, "each ratio must be positive")
         check_grid("syn_ratios", self.syn_ratios, lambda v: v > 0, "each ratio must be positive")
         check_grid("fit_ratios", self.fit_ratios, lambda v: v > 0, "each ratio must be positive")
+        named = [r.n_base for r in self.ratios_by_base]
+        for n_base in named:
+            if n_base not in self.base_sizes:
+                raise ValueError(f"ratios_by_base names n_base {n_base}, which is not in base_sizes {list(self.base_sizes)}")
+            if named.count(n_base) > 1:
+                raise ValueError(f"ratios_by_base names n_base {n_base} twice")
+        for own in self.ratios_by_base:
+            for setting in ("real", "closed", "open"):
+                bad = [v for v in getattr(own, setting) or () if not v > 0]  # [] is allowed: no such cells
+                if bad:
+                    raise ValueError(f"ratios_by_base[{own.n_base}].{setting}: each ratio must be positive, got {bad}")
         return self
+
+    def ratios(self, n_base: int, setting: str) -> tuple[float, ...]:
+        """The addition ratios of ``setting`` (real, closed or open) at ``n_base``: its ``ratios_by_base``
+        entry, else ``real_ratios`` (real) or ``syn_ratios`` (closed, open)."""
+        own = next((getattr(r, setting) for r in self.ratios_by_base if r.n_base == n_base), None)
+        if own is not None:
+            return tuple(own)
+        return tuple(self.real_ratios if setting == "real" else self.syn_ratios)
 
 
 class PretrainConfig(Section):

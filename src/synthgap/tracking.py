@@ -243,7 +243,7 @@ class _Run:
         self._client = client
         self._run_id = run_id
         self.uri = uri
-        self.metrics: dict[str, float] = {}
+        self.metrics: dict[str, Any] = {}
 
     def _ready(self) -> None:
         """Wait until the run exists (a StageRun opens its run in the background)."""
@@ -280,6 +280,15 @@ class _Run:
                 self.client.log_batch(self.run_id, metrics=items[start : start + _MAX_BATCH])
         if step is None and not timing:
             self.metrics.update(numeric)
+
+    def record_cells(self, cells: list[dict], metrics: tuple[str, ...]) -> None:
+        """Each cell's mean over trials of ``metrics`` (``cells``: rows of ``synthgap.grid.summarise``) in the
+        stage's DVC metrics file under ``per_cell``, so ``dvc metrics diff --targets reports/metrics -R``
+        compares every table cell (Table 1's thresholds, each grid point); MLflow has them on the cells'
+        child runs."""
+        per_cell = self.metrics.setdefault("per_cell", {})
+        for row in cells:
+            per_cell[row["cell"]] = {k: float(row[k]) for k in metrics if k in row}
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Log a file (the copy this stage staged, if it wrote one: see ``synthgap.staging``)."""

@@ -56,3 +56,22 @@ def test_processed_round_trip(tmp_path):
     assert len(back.base_subset(20)) == 20 and set(back.base_subset(10)) <= set(back.base_subset(20))
     with pytest.raises(UserError, match="larger than the training split"):
         back.base_subset(1000)
+
+
+def test_validation_folded_into_train_extends_it_in_order_and_base_subsets_draw_from_both():
+    """ProcessedData.with_val_in_train (gafi.gan.merge_train_val, equivalence.merge_train_val): train then
+    validation, validation left empty, test untouched; a base subset of the merged split can pick validation
+    images and stays class-proportional."""
+    from synthgap.data.processed import ProcessedData
+
+    img = lambda n, v: np.full((n, 2, 2, 1), v, np.uint8)  # noqa: E731
+    data = ProcessedData("toy", ("a", "b"), img(80, 1), np.repeat([0, 1], 40), img(20, 2), np.repeat([0, 1], 10),
+                         img(6, 3), np.zeros(6, np.int64), split_seed=0)
+    merged = data.with_val_in_train()
+    assert (merged.x_train[:80] == 1).all() and (merged.x_train[80:] == 2).all() and len(merged.y_train) == 100
+    assert merged.y_train.tolist() == [0] * 40 + [1] * 40 + [0] * 10 + [1] * 10
+    assert len(merged.y_val) == 0 and merged.x_val.shape[1:] == (2, 2, 1) and merged.x_test is data.x_test
+    idx = merged.base_subset(100)
+    assert sorted(idx.tolist()) == list(range(100))  # the whole merged split: the paper's Large base
+    picked = merged.base_subset(50)
+    assert np.bincount(merged.y_train[picked]).tolist() == [25, 25] and (picked >= 80).any()

@@ -5,7 +5,7 @@ from synthgap.equivalence.grid import Cell, balanced_prefix, cell_training_set, 
 
 
 def test_grid_cells_and_skipped_real_ratios():
-    cells, dropped = grid_cells(100, 250, (0.5, 1.0, 2.0), (1, 2), ("closed",))
+    cells, dropped = grid_cells(100, 250, {"real": (0.5, 1.0, 2.0), "closed": (1, 2)}, ("closed",))
     assert [(d["setting"], d["ratio"], d["added"]) for d in dropped] == [("real", 2.0, 200)]
     real = [c for c in cells if c.setting == "real"]
     assert [c.n_real_added for c in real] == [0, 50, 100]
@@ -124,34 +124,61 @@ def test_grid_drops_are_listed_before_training_and_an_empty_fit_is_refused():
     from synthgap.errors import UserError
 
     # 400 training images: n_base 300 fits no real ratio; 0.001 x 100 rounds to 0; 1.004 x 100 repeats 1.0
-    cells, dropped = grid_cells(300, 400, (0.5, 1.0), (1.0, 1.001), ("closed",))
+    cells, dropped = grid_cells(300, 400, {"real": (0.5, 1.0), "closed": (1.0, 1.001)}, ("closed",))
     assert [c.name for c in cells] == ["real+0", "closed+300"]
     assert [(d["setting"], d["ratio"]) for d in dropped] == [("real", 0.5), ("real", 1.0), ("closed", 1.001)]
     line = dropped_line("augment@300", dropped[0])
     assert line == "augment@300: warning: n_base 300, setting real, ratio 0.5: cell dropped (n_base + 150 = 450 exceeds the 400 training images)"
-    _, dropped = grid_cells(100, 400, (0.001, 1.0, 1.004), (), ())
+    _, dropped = grid_cells(100, 400, {"real": (0.001, 1.0, 1.004)}, ())
     assert [(d["ratio"], d["added"]) for d in dropped] == [(0.001, 0), (1.004, 100)]
-    assert check_real_cells((100, 300), 400, (0.5, 1.0)) == [300]  # 300 warned and left out of the fit
+    real = {"real": (0.5, 1.0)}
+    grids = {b: grid_cells(b, 400, real, ())[0] for b in (100, 300)}
+    assert check_real_cells(grids, 400) == [300]  # 300 warned and left out of the fit
     with pytest.raises(UserError, match="no base size.*400 training images"):
-        check_real_cells((300, 350), 400, (0.5, 1.0))
+        check_real_cells({b: grid_cells(b, 400, real, ())[0] for b in (300, 350)}, 400)
 
 
 def test_a_pool_too_small_for_the_grid_is_a_user_error_naming_sizes_and_key():
     from synthgap.equivalence.grid import check_pool_sizes
     from synthgap.errors import UserError
 
-    cells, _ = grid_cells(100, 1000, (), (1, 2), ("open",))
+    cells, _ = grid_cells(100, 1000, {"real": (), "open": (1, 2)}, ("open",))
     check_pool_sizes(cells, {"open": (None, np.zeros(200))})
     with pytest.raises(UserError, match=r"open synthetic pool holds 150 images but n_base 100 at ratio 2 needs 200.*equivalence.open_set.path"):
         check_pool_sizes(cells, {"open": (None, np.zeros(150))})
 
 
-def test_check_real_cells_uses_the_grids_it_is_given():
+def test_ratios_differ_per_base_and_setting_and_a_base_without_real_cells_is_left_out_of_the_fit():
+    """equivalence.ratios_by_base replaces real_ratios / syn_ratios for its base size only, setting by setting;
+    an empty real list gives a base with synthetic cells only, which check_real_cells names."""
+    from synthgap.config import EquivalenceConfig
     from synthgap.equivalence.grid import check_real_cells
     from synthgap.errors import UserError
 
-    grids = {b: grid_cells(b, 400, (0.5, 1.0), (1, 2), ("closed", "open"))[0] for b in (100, 300)}
-    assert check_real_cells((100, 300), 400, (0.5, 1.0), grids=grids) == [300] == check_real_cells((100, 300), 400, (0.5, 1.0))
-    assert check_real_cells((100, 300), 400, (0.5, 1.0), grids={100: grids[100]}) == [300]  # 300 built here
+    cfg = EquivalenceConfig(base_sizes=(100, 300), real_ratios=(0.5, 1.0), syn_ratios=(1, 2),
+                            ratios_by_base=({"n_base": 300, "real": (), "open": (0.4,)},))
+    assert [cfg.ratios(100, s) for s in ("real", "closed", "open")] == [(0.5, 1.0), (1, 2), (1, 2)]
+    assert [cfg.ratios(300, s) for s in ("real", "closed", "open")] == [(), (1, 2), (0.4,)]
+    grids = {b: grid_cells(b, 10_000, {s: cfg.ratios(b, s) for s in ("real", "closed", "open")}, ("closed", "open"))[0]
+             for b in cfg.base_sizes}
+    assert [c.name for c in grids[300]] == ["real+0", "closed+300", "closed+600", "open+120"]
+    assert [c.name for c in grids[100]] == ["real+0", "real+50", "real+100", "closed+100", "closed+200", "open+100", "open+200"]
+    assert check_real_cells(grids, 10_000) == [300]
     with pytest.raises(UserError, match="no base size"):  # the given cells are the ones checked
-        check_real_cells((100, 300), 400, (0.5, 1.0), grids={100: [Cell("real", 100, 0, 0)]})
+        check_real_cells({300: grids[300]}, 10_000)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"n_base": 200, "real": (1,)}, "ratios_by_base names n_base 200, which is not in base_sizes"),
+    ({"n_base": 100, "closed": ()}, "closed"),
+    ({"n_base": 100, "open": (0.0,)}, "each ratio must be positive"),
+])
+def test_a_bad_ratios_by_base_entry_is_refused(entry, message):
+    from pydantic import ValidationError
+
+    from synthgap.config import EquivalenceConfig
+
+    with pytest.raises(ValidationError, match=message):
+        EquivalenceConfig(base_sizes=(100, 300), ratios_by_base=(entry,))
+    with pytest.raises(ValidationError, match="names n_base 100 twice"):
+        EquivalenceConfig(base_sizes=(100, 300), ratios_by_base=({"n_base": 100}, {"n_base": 100}))

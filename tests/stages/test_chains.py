@@ -135,6 +135,24 @@ def test_every_stage_of_the_chains_writes_its_metrics_file_with_a_run_id(chain):
         assert len(read(chain, "reports", "metrics", f"{name}.json")["mlflow_run_id"]) == 32, name
 
 
+def test_every_table_cell_is_in_its_stages_metrics_file(chain):
+    """Each grid stage's DVC metrics file holds every cell's mean over trials under ``per_cell`` (so `dvc metrics
+    diff --targets reports/metrics -R` compares Table 1's thresholds, each Equivalence cell, each source), equal
+    to the cell's mean in the stage's report."""
+    n_base = yaml.safe_load((chain / "params.yaml").read_text())["equivalence"]["base_sizes"][0]
+    for stage, report, key in (("ablate_filtering", ("gafi", "ablate_filtering.json"), "cas"),
+                               ("tune_threshold@0", ("gafi", "tune_threshold", "seed_0.json"), "cas"),
+                               (f"augment@{n_base}", ("equivalence", "augment", f"base_{n_base}.json"), "accuracy")):
+        table = read(chain, "reports", *report)
+        rows = table.get("cells") or table["rows"]  # augment: rows are trials, cells their means
+        per_cell = read(chain, "reports", "metrics", f"{stage}.json")["per_cell"]
+        assert {r["cell"]: r[key] for r in rows} == {cell: values[key] for cell, values in per_cell.items()}, stage
+        assert len(per_cell) >= (2 if stage.startswith("augment") else 1), stage
+    sources = read(chain, "reports", "synthgap", "compare_generators.json")["sources"]
+    per_cell = read(chain, "reports", "metrics", "compare_generators.json")["per_cell"]
+    assert {s: row["cas"] for s, row in sources.items()} == {c: v["cas"] for c, v in per_cell.items()}
+
+
 def test_the_searches_hand_their_choice_down_the_chain(chain):
     checkpoint = read(chain, "reports", "gafi", "select_checkpoint", "seed_0.json")["best"]["checkpoint"]
     stddev = read(chain, "reports", "gafi", "tune_stddev", "seed_0.json")

@@ -114,8 +114,8 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> s
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     ws = workspace(tmp_path_factory.mktemp("ws"))
-    for stage in ("prepare_data", "train_reference"):
-        proc = run_stage(stage, ws)
+    for stage in ("prepare_data", "train_reference"):  # in this process; the fresh-chain test starts processes
+        proc = run_stage_here(stage, ws)
         assert proc.returncode == 0, proc.stderr
     return ws
 
@@ -147,7 +147,7 @@ def without_run_ids(path: Path):
 
 def test_the_same_chain_in_a_fresh_workspace_writes_identical_results(trained, tmp_path):
     """Reproducibility on one machine: weights byte for byte, metrics and per-trial results equal (only the
-    MLflow run ids differ)."""
+    MLflow run ids differ), whether a stage runs in its own process (here) or in the test's (``trained``)."""
     fresh = workspace(tmp_path)
     for stage in BOTH:
         proc = run_stage(stage, fresh)
@@ -168,7 +168,7 @@ def test_a_filter_recipe_trains_one_more_classifier_saved_as_the_filter(trained,
     ws = workspace(tmp_path, **{"flip: false}": "flip: false}\n  filter:\n    model: {arch: resnet20, width: 8}\n"
                                 "    train: {epochs: 3, batch_size: 64, milestones: [2], crop_padding: 1, flip: false}"})
     shutil.copytree(trained / "data", ws / "data")
-    proc = run_stage("train_reference", ws)
+    proc = run_stage_here("train_reference", ws)
     assert proc.returncode == 0, proc.stderr
     trials = json.loads((ws / "reports" / "train_reference" / "trials.json").read_text())
     assert [r["cell"] for r in trials["rows"]] == ["real", "real"] and trials["filter"]["cell"] == "filter"

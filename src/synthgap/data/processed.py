@@ -6,13 +6,13 @@
 - ``info.json``: dataset name, class names, image shape, per-class counts of every split and the split seed.
 
 Base subsets (Equivalence) are not stored: ``ProcessedData.base_subset(n)`` draws them from the train split
-with the split seed, so adding a base size never changes this folder (and never reruns its dependants).
+(or train + validation, ``ProcessedData.with_val_in_train``) with the split seed, so adding a base size never changes this folder (and never reruns its dependants).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,12 @@ class ProcessedData:
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def with_val_in_train(self) -> ProcessedData:
+        """The train split followed by the validation split as one train split, validation left empty: for
+        training on both (``gafi.gan.merge_train_val``, ``equivalence.merge_train_val``)."""
+        return replace(self, x_train=np.concatenate([self.x_train, self.x_val]), y_train=np.concatenate([self.y_train, self.y_val]),
+                       x_val=self.x_val[:0], y_val=self.y_val[:0])
 
     def base_subset(self, size: int) -> np.ndarray:
         """Sorted train-split indices of the class-proportional base subset of ``size`` images."""

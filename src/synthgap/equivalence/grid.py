@@ -4,7 +4,8 @@ A cell is (setting, n_base, n_real_added, n_syn_added), trained once per trial. 
 training images outside the base subset in class proportion; ``closed`` and ``open`` cells add class-balanced
 synthetic images from the pool; both are redrawn per trial (seeded by the trial seed, the setting and n_base)
 and nested across ratios within a trial. Mixing is plain concatenation with a uniform shuffle (done by the
-training loop). Cells the grid cannot hold (real ratios needing more images than the training split has,
+training loop). Ratios are set per setting and may differ per base size (``equivalence.ratios_by_base``).
+Cells the grid cannot hold (real ratios needing more images than the training split has,
 ratios rounding to 0 or to another ratio's cell) are dropped with one warning line each before any training;
 a base size left without real cells is left out of the equivalence fit (warned), and a grid where every base
 size is is a UserError. A synthetic pool smaller than a cell needs is a UserError, also before training.
@@ -37,10 +38,12 @@ class Cell:
         return asdict(self)
 
 
-def grid_cells(n_base: int, n_train: int, real_ratios, syn_ratios, settings: tuple[str, ...]) -> tuple[list[Cell], list[dict]]:
+def grid_cells(n_base: int, n_train: int, ratios: dict[str, tuple[float, ...]], settings: tuple[str, ...]) -> tuple[list[Cell], list[dict]]:
     """All cells of one base size (each trained ``trials`` times), and the cells dropped, each as a dict with
-    ``n_base, setting, ratio, added, reason``: real ratios that need more images than the training split has
-    (``n_base + added > n_train``), and ratios whose rounded count is 0 or repeats another ratio's cell."""
+    ``n_base, setting, ratio, added, reason``. ``ratios`` maps ``real`` and each of ``settings`` (closed, open)
+    to its addition ratios at this base size (``EquivalenceConfig.ratios``). Dropped: real ratios that need
+    more images than the training split has (``n_base + added > n_train``), and ratios whose rounded count is 0
+    or repeats another ratio's cell."""
     cells, dropped = [Cell("real", n_base, 0, 0)], []
 
     def add(cell: Cell, ratio: float, added: int) -> None:
@@ -56,11 +59,11 @@ def grid_cells(n_base: int, n_train: int, real_ratios, syn_ratios, settings: tup
         else:
             dropped.append({"n_base": n_base, "setting": cell.setting, "ratio": ratio, "added": added, "reason": reason})
 
-    for ratio in real_ratios:
+    for ratio in ratios["real"]:
         added = round(ratio * n_base)
         add(Cell("real", n_base, added, 0), ratio, added)
     for setting in settings:
-        for ratio in syn_ratios:
+        for ratio in ratios[setting]:
             added = round(ratio * n_base)
             add(Cell(setting, n_base, 0, added), ratio, added)
     return cells, dropped
@@ -72,20 +75,18 @@ def dropped_line(stage: str, drop: dict) -> str:
             f"cell dropped ({drop['reason']})")
 
 
-def check_real_cells(base_sizes, n_train: int, real_ratios, grids: dict[int, list[Cell]] | None = None) -> list[int]:
-    """Base sizes left without any real-addition cell (the equivalence fit leaves them out); a UserError when
-    that is every base size, since fit_equivalence then has nothing to fit (raised before any training).
-    ``grids`` maps base sizes to their cells already built by :func:`grid_cells` with these ``n_train`` and
-    ``real_ratios`` (any settings and syn ratios); the other base sizes' cells are built here."""
-    grids = grids or {}
-    cells = lambda b: grids[b] if b in grids else grid_cells(b, n_train, real_ratios, (), ())[0]  # noqa: E731
-    empty = [b for b in base_sizes if not any(c.n_real_added for c in cells(b))]
-    if empty and len(empty) == len(tuple(base_sizes)):
+def check_real_cells(grids: dict[int, list[Cell]], n_train: int) -> list[int]:
+    """Base sizes whose cells (``grids``: every base size's cells from :func:`grid_cells`) hold no real
+    addition, which the equivalence fit leaves out; a UserError when that is every base size, since
+    fit_equivalence then has nothing to fit (raised before any training)."""
+    empty = [b for b, cells in grids.items() if not any(c.n_real_added for c in cells)]
+    if empty and len(empty) == len(grids):
         raise UserError(
-            f"no base size in equivalence.base_sizes {list(base_sizes)} gets a real-addition cell: every n_base + "
-            f"round(ratio x n_base) for equivalence.real_ratios {list(real_ratios)} exceeds the {n_train:,} training images "
-            f"(or rounds to 0), so fit_equivalence would have no real axis",
-            "lower equivalence.base_sizes or equivalence.real_ratios so that n_base x (1 + ratio) fits the train split")
+            f"no base size in equivalence.base_sizes {list(grids)} gets a real-addition cell: every n_base + "
+            f"round(ratio x n_base) for its real ratios exceeds the {n_train:,} training images (or rounds to 0, or "
+            "the base has no real ratios), so fit_equivalence would have no real axis",
+            "lower equivalence.base_sizes or equivalence.real_ratios (or ratios_by_base) so that n_base x (1 + ratio) "
+            "fits the train split")
     return empty
 
 
@@ -96,7 +97,8 @@ def check_pool_sizes(cells: list[Cell], pools: dict) -> None:
         if need > len(pool_y):
             n_base = cells[0].n_base
             key = ("equivalence.open_set.path (a bigger pool) or equivalence.syn_ratios" if setting == "open" else
-                   "equivalence.syn_ratios (the sample_diffusion pool holds max(syn_ratios) x n_base images; rerun it)")
+                   "equivalence.syn_ratios or ratios_by_base (the sample_diffusion pool holds the largest closed ratio x "
+                   "n_base images; rerun it)")
             raise UserError(
                 f"the {setting} synthetic pool holds {len(pool_y):,} images but n_base {n_base:,} at ratio "
                 f"{need / n_base:g} needs {need:,}", f"change {key}")

@@ -162,5 +162,6 @@ def run_grid(ctx: GafiContext, run, stage: str, cells: list[Cell], out: Path, **
     best = best_row(rows)
     write_grid(out, rows, best, select_on=ctx.cfg.select_on, trials=trials, **extra)
     run.log_metrics({"best_score": best["score"], "best_cas": best["cas"], "cells": len(rows)})
+    run.record_cells(rows, ("cas", "score"))
     run.log_artifact(out)
     return best

@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from synthgap.checkpoint import load_torch, save_torch
-from synthgap.paths import atomic_write_with
 from synthgap.errors import UserError
+from synthgap.paths import atomic_write_with
 from synthgap.realfake.base_model import BaseModel, encode_prompts, to_model_pixels
 from synthgap.realfake.guidance import insert_guidance, make_projection
 from synthgap.realfake.losses import diffusion_loss, distribution_loss, min_snr_weights
