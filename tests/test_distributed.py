@@ -166,13 +166,11 @@ def test_a_stage_under_torchrun_logs_one_run_and_writes_its_outputs_once(tmp_pat
     import sys
 
     from synthgap.tracking import get_client
-    from tests.conftest import REPO
-    from tests.stages.test_stages import run_stage_here, workspace
+    from tests.stages.test_stages import run_stage_here, stage_env, workspace
 
     ws = workspace(tmp_path, **{"trials: 2": "trials: 1"})
     assert run_stage_here("prepare_data", ws).returncode == 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))}
-    env |= {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = stage_env() | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "stages.train_reference"], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -22,7 +22,8 @@ from synthgap import staging
 from synthgap.errors import UserError
 from synthgap.paths import atomic_write_text
 from tests.conftest import REPO
-from tests.stages.test_stages import assert_one_error_line, run_killed, run_stage, run_stage_here, snapshot, workspace
+from tests.stages.test_stages import (assert_one_error_line, run_killed, run_stage, run_stage_here, snapshot, stage_env,
+                                      workspace)
 
 SLOW_TRAIN = {"trials: 2": "trials: 1", "epochs: 2": "epochs: 4, checkpoint_every: 1"}
 
@@ -56,8 +57,7 @@ def runs_of(ws: Path, experiment: str = "common", uri: str | None = None) -> lis
 
 
 def popen_stage(stage: str, ws: Path, **kwargs) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))} | {"PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=ws, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=ws, env=stage_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 

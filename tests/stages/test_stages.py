@@ -34,18 +34,23 @@ train_reference:
 """
 
 
+def stage_env() -> dict[str, str]:
+    """The environment of a stage started as its own process: this one without DVC's and the debug variables,
+    with the repository on the path."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))} | {"PYTHONPATH": str(REPO)}
+
+
 def run_stage(stage: str, workspace: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))}
-    env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}", *extra], cwd=workspace, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", f"stages.{stage}", *extra], cwd=workspace, env=stage_env(), capture_output=True, text=True,
+        timeout=300,
     )
 
 
 def run_killed(stage: str, workspace: Path, module: str, epoch: int, *extra: str) -> subprocess.CompletedProcess:
     """``stage`` in a process of its own that SIGKILLs itself as ``module``'s training loop is about to write
     the resumable state after ``epoch``: the states before it are on disk, that epoch's work is lost. The kill
-    lands at a known point, so no parent polls the disk in a race with a fast machine."""
+    lands at a known point: no parent polls the disk in a race the child can win by finishing first."""
     child = (
         "import os, runpy, signal\n"
         f"import {module} as loop\n"
@@ -57,8 +62,7 @@ def run_killed(stage: str, workspace: Path, module: str, epoch: int, *extra: str
         "loop.save_state = save_or_die\n"
         f"runpy.run_module('stages.{stage}', run_name='__main__')\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "SYNTHGAP_DEBUG"))} | {"PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", child, *extra], cwd=workspace, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-c", child, *extra], cwd=workspace, env=stage_env(), capture_output=True,
                           text=True, timeout=300)
 
 
