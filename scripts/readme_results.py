@@ -57,7 +57,7 @@ def verdict_lines(comparisons: list[dict], paper: str) -> str:
 def equivalence_grid(root: Path, base_sizes: list[int]) -> str:
     lines = ["| n_base | setting | added | test top-1 (%) |", "|---|---|---|---|"]
     for n in base_sizes:
-        for cell in read(root / "reports" / "equivalence" / "augment" / f"base_{n}.json")["cells"]:
+        for cell in read(root / "reports" / "equivalence" / "augment" / f"{n}.json")["cells"]:
             added = cell["n_real_added"] if cell["setting"] == "real" else cell["n_syn_added"]
             lines.append(f"| {n} | {cell['setting']} | {added} | {estimate(cell['accuracy_trials']).text(1)} |")
     return "\n".join(lines) + "\n"
@@ -130,7 +130,7 @@ def blocks(root: Path) -> dict[str, str]:
     comparisons = summary["comparisons"]
     head = summary["headline"]
     eq = read(root / "reports" / "equivalence" / "equivalence.json")
-    bases = sorted(int(p.stem.split("_")[1]) for p in (root / "reports" / "equivalence" / "augment").glob("base_*.json"))
+    bases = sorted(int(p.stem) for p in (root / "reports" / "equivalence" / "augment").glob("*.json"))
     eq_lines = []
     for setting, fit in eq.items():
         ci = (f" (95 % bootstrap intervals: c1 [{fit['c1_ci95'][0]:.2f}, {fit['c1_ci95'][1]:.2f}], "

@@ -9,7 +9,7 @@ from stages.common import run_gafi_grid
 STAGE = "ablate_filtering"
 
 
-def cells(ctx, reports):
+def cells(ctx, paths):
     return [Cell(f"threshold={t}", (ctx.last_member(threshold=t),), None) for t in ctx.cfg.ablation.thresholds]
 
 

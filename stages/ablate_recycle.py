@@ -9,7 +9,7 @@ from stages.common import run_gafi_grid
 STAGE = "ablate_recycle"
 
 
-def cells(ctx, reports):
+def cells(ctx, paths):
     return [Cell(f"N={n}", (ctx.last_member(),), n) for n in ctx.cfg.ablation.recycle]
 
 

@@ -12,7 +12,7 @@ from stages.common import run_gafi_grid
 STAGE = "ablate_stddev"
 
 
-def cells(ctx, reports):
+def cells(ctx, paths):
     return [
         Cell(f"stddev={s},{'filtered' if t is not None else 'unfiltered'}", (ctx.last_member(s, t),), None)
         for t in (None, 0.0)

@@ -5,7 +5,7 @@ The train split is the private set. ``realfake.privacy.shadows`` experiments eac
 by the keep mask (pkeep 0.5, seed 0, as the released code): the *private* arm trains the classifier on that
 half; the *synthetic* arm finetunes the ``full`` LoRA on that half only, synthesizes one img2img image per
 member, and trains the classifier on those. Every experiment in turn is the target, the others its shadows.
-Writes ``reports/realfake/attack_membership.{json,md}``, the ROC curves and the per-image statistics.
+Writes ``attack_membership.{json,md}`` in ``--out`` (``reports/realfake/``), the ROC curves and the per-image statistics.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ STAGE = "attack_membership"
 
 
 def main() -> None:
-    params, workspace = realfake_params(STAGE)
+    params, paths = realfake_params(STAGE, "data", "stand-in", "out")
     cfg, privacy = params.section, params.section.privacy
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:
-        data = load_processed(workspace / "data" / "processed")
+        data = load_processed(paths.data)
         h, _, c = data.image_shape
         x, y = to_device_tensors(data.x_train, data.y_train, device)
         prompts = prompts_for(cfg, data, repo_root())
@@ -49,7 +49,7 @@ def main() -> None:
             idx = torch.from_numpy(np.flatnonzero(members)).to(device)
             with run.child(f"{STAGE}/shadow={k}", {"shadow": k, "n_members": int(members.sum())}) as child:
                 seed = derive_seed(params.seed, STAGE, k)
-                model = load_model(cfg, workspace, repo_root(), device)
+                model = load_model(cfg, paths.stand_in, repo_root(), device)
                 settings = finetune_settings(cfg, "full", steps=privacy.finetune_steps, device=device)
                 tokens = guidance_embeddings(image_embeddings(model.image_encoder, x[idx]), y[idx], settings.guidance)
                 member_prompts = [prompts[i] for i in idx.tolist()]
@@ -74,7 +74,7 @@ def main() -> None:
                 row |= {f"tpr_at_fpr_{f:g}": 100 * tpr_at_fpr(scores, is_member, f) for f in privacy.fpr}
                 rows.append(row)
                 metrics |= {f"{arm}_{attack}_{k}": v for k, v in row.items() if k not in ("training_data", "attack")}
-        reports = workspace / "reports" / "realfake"
+        reports = paths.out
         write_table(rows, reports / STAGE, f"LiRA, {privacy.shadows} experiments (TPR in %; the smallest "
                     f"reachable FPR is 1/{int((~keep).sum())} non-member trials)")
         roc_figure(curves, reports / f"{STAGE}.png")

@@ -3,7 +3,7 @@
 One child MLflow run per cell and trial (``augment@<n>/<setting>+<added>/trial=<i>``) with params ``setting,
 n_base, n_real_added, n_syn_added, trial`` and metric ``accuracy`` (test top-1, %; ``top5`` too with more than 10 classes), tested on the full real test set. Epochs
 follow ``equivalence.epochs_by_base`` with lr x0.1 at 50 % and 75 %. Writes
-``reports/equivalence/augment/base_<n>.json`` (with ``dropped_cells``). Before any training it prints one
+``--out`` (``reports/equivalence/augment/<n>.json``, with ``dropped_cells``). Before any training it prints one
 warning line per cell the grid drops (base size, setting, ratio, why), warns when this base size has no real
 cell (fit_equivalence then leaves it out), and refuses (UserError) a grid where no base size has real cells, an
 open-set folder whose class folders are not the dataset's classes, or a pool smaller than a cell needs.
@@ -42,12 +42,12 @@ def score(job, result) -> dict:
 
 
 def main() -> None:
-    params, n_base, workspace = equivalence_foreach_params(STAGE)
+    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "pool", "out")
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="equivalence") as run:
-        data, base_idx = base_subset(workspace, n_base, cfg.merge_train_val)
-        pools = {"closed": load_pool(workspace / "data" / "synthetic" / "sample_diffusion" / f"base_{n_base}.npz", "npz", data.num_classes)}
+        data, base_idx = base_subset(paths.data, n_base, cfg.merge_train_val)
+        pools = {"closed": load_pool(paths.pool, "npz", data.num_classes)}
         if cfg.open_set.path is not None:
             pools["open"] = load_pool(repo_root() / cfg.open_set.path, cfg.open_set.format, data.num_classes, data.classes)
         # everything the grid cannot hold is said (or refused) before any training
@@ -76,13 +76,12 @@ def main() -> None:
                 model = build_classifier(spec_for_data(cfg.classifier.model, x, data.num_classes, data.name))
                 jobs.append(Job(cell.name, cell.params(), trial, seed, model, to_device_tensors(x, y, device), len(y), train_cfg))
         rows = run_jobs(run, params.stage, jobs, score, device=device, evals={"test": test})
-        out = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.json"
         summary = summarise(rows, ("accuracy", "top5"))
-        atomic_write_json(out, {"rows": rows, "cells": summary, "epochs": epochs,
-                                "skipped_real_ratios": skipped, "dropped_cells": dropped})
+        atomic_write_json(paths.out, {"rows": rows, "cells": summary, "epochs": epochs,
+                                      "skipped_real_ratios": skipped, "dropped_cells": dropped})
         run.log_metrics({"cells": len(rows), "epochs": epochs})
         run.record_cells(summary, ("accuracy",))
-        run.log_artifact(out)
+        run.log_artifact(paths.out)
 
 
 if __name__ == "__main__":

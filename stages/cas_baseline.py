@@ -13,7 +13,7 @@ from stages.common import run_gafi_grid
 STAGE = "cas_baseline"
 
 
-def cells(ctx, reports):
+def cells(ctx, paths):
     return [Cell("baseline", (ctx.last_member(),), None)]
 
 

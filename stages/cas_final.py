@@ -1,6 +1,6 @@
 """Stage cas_final: GaFi with one generator, the accurate pipeline (Table 3, and Table 4 with K = 1).
 
-Uses the first generator seed's choice from ``reports/gafi/tune_threshold/seed_<seed>.json``; any of
+Uses the first generator seed's choice from tune_threshold (``--choices``, ``reports/gafi/tune_threshold/<seed>.json``); any of
 ``gafi.checkpoint``, ``gafi.stddev``, ``gafi.threshold`` that is set overrides the search, so single points
 run as experiments: ``dvc exp run -S gafi.stddev=1.6``. The set is regenerated every
 ``gafi.accurate_recycle`` epochs (N = 1 in the paper).
@@ -16,25 +16,25 @@ from synthgap.equivalence.quality import check_inception_weights
 from synthgap.errors import run_main
 from synthgap.gafi.pipeline import Cell, Member, read_choice
 from synthgap.gafi.quality import measure_generators
-from synthgap.paths import repo_root
+from synthgap.paths import item_path, repo_root
 from stages.common import run_gafi_grid
 
 STAGE = "cas_final"
 
 
-def member(ctx, reports, seed):
+def member(ctx, paths, seed):
     """The search's choice for generator ``seed``; for the first one, ``gafi.checkpoint / stddev / threshold`` override."""
-    cfg, choice = ctx.cfg, read_choice(reports / "tune_threshold" / f"seed_{seed}.json")
+    cfg, choice = ctx.cfg, read_choice(item_path(paths.choices, seed, ".json"))
     first = seed == cfg.generator_seeds[0]
     pick = lambda key: choice[key] if not first or getattr(cfg, key) is None else getattr(cfg, key)  # noqa: E731
     return Member(seed, pick("checkpoint"), pick("stddev"), pick("threshold"))
 
 
-def cells(ctx, reports):
-    return [Cell("gafi", (member(ctx, reports, ctx.cfg.generator_seeds[0]),), ctx.cfg.accurate_recycle)]
+def cells(ctx, paths):
+    return [Cell("gafi", (member(ctx, paths, ctx.cfg.generator_seeds[0]),), ctx.cfg.accurate_recycle)]
 
 
-def quality(ctx, reports, run):
+def quality(ctx, paths, run):
     """Generator quality of this stage's generator and cas_multi's others (their searched choices)."""
     if not ctx.cfg.quality.images:
         return {}
@@ -42,10 +42,10 @@ def quality(ctx, reports, run):
     if weights:
         check_inception_weights(weights, "gafi.quality.inception_weights")
     seeds = ctx.cfg.generator_seeds[: max(ctx.cfg.num_generators)]
-    rows = measure_generators(ctx, [member(ctx, reports, s) for s in seeds], weights)
+    rows = measure_generators(ctx, [member(ctx, paths, s) for s in seeds], weights)
     run.log_metrics({f"{r['variant']}_{k}_g{r['generator_seed']}": r[k] for r in rows for k in ("fid", "is", "kid")})
     return {"quality": rows}
 
 
 if __name__ == "__main__":
-    run_main(lambda: run_gafi_grid(STAGE, cells, quality))
+    run_main(lambda: run_gafi_grid(STAGE, cells, quality, inputs=("choices",)))

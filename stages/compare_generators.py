@@ -9,9 +9,9 @@ a fresh draw from the accepted images every N epochs). Every source makes sets o
 
 For each source: CAS with its 95 % interval, the paired gap to Real Data (train_reference's trials), the
 real-image equivalent (CAS read on the Equivalence grid's real-data learning curve, the real cells of
-``reports/equivalence/augment/``), Fréchet distance / diversity / domain accuracy of trial 0's first set
+augment's outputs, ``--grids``), Fréchet distance / diversity / domain accuracy of trial 0's first set
 in the filter classifier's feature space (the classifier that filters: filtered sets are favoured there), and
-the generation cost in seconds per 1,000 training images on this machine. Writes ``reports/synthgap/``:
+the generation cost in seconds per 1,000 training images on this machine. Writes ``--out`` (``reports/synthgap/``):
 ``table.{md,csv}``, ``comparisons.{md,csv}``, ``cas_vs_cost.png``, ``compare_generators.json`` (every trial)
 and ``summary.json`` (paired comparisons for summarize_results).
 """
@@ -26,13 +26,12 @@ from synthgap.data import load_processed
 from synthgap.equivalence.quality import diversity, domain_accuracy, extract_features, frechet_distance
 from synthgap.errors import UserError, run_main
 from synthgap.gafi.cas import GeneratorChoice, cas_model, synthetic_set
-from synthgap.gafi.pipeline import generator_dir
 from synthgap.gafi.recycle import RecycledSet
 from synthgap.gafi.report import real_data
 from synthgap.gafi.sampling import balanced_counts
 from synthgap.grid import Job, run_jobs, summarise
 from synthgap.models import check_compatible, load_classifier
-from synthgap.paths import atomic_write_json, read_upstream_json, upstream, workspace_root
+from synthgap.paths import atomic_write_json, item_path, read_upstream_json, upstream, workspace_root
 from synthgap.realfake.pipeline import set_path
 from synthgap.runtime import resolve_device
 from synthgap.seeding import trial_seed
@@ -41,26 +40,26 @@ from synthgap.tables import write_table
 from synthgap.tracking import StageRun
 from synthgap.train.classifier import to_device_tensors
 from synthgap.train.gan import checkpoint_path, list_checkpoints, load_generator
+from stages.common import stage_paths
 
 STAGE = "compare_generators"
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml")
+    params = load_stage_params(STAGE, workspace_root() / "params.yaml")
+    paths = stage_paths(STAGE, "data", "reference", "real", "generators", "gafi", "grids", "edm", "realfake", "out")
     cfg, device = params.section, resolve_device(params.device)
     families = [f for f in dict.fromkeys(compare.family(s) for s in cfg.sources) if f != "gan"]  # pool families
     # every input is checked before any compute
-    final = read_upstream_json(workspace / "reports" / "gafi" / "cas_final.json", "cas_final")["best"]
-    real = real_data(read_upstream_json(workspace / "reports" / "train_reference" / "trials.json",
-                                        "train_reference")["summary"][0], "val")
-    grids = sorted(upstream(workspace / "reports" / "equivalence" / "augment", "augment").glob("base_*.json"))
+    final = read_upstream_json(paths.gafi, "cas_final")["best"]
+    real = real_data(read_upstream_json(paths.real, "train_reference")["summary"][0], "val")
+    grids = sorted(upstream(paths.grids, "augment").glob("*.json"))
     curve = compare.real_curve([cell for g in grids for cell in json.loads(g.read_text())["cells"]])
     if not curve:
-        raise UserError("reports/equivalence/augment/ holds no real cells", "rerun `dvc repro augment`")
-    pools = {"edm": workspace / "data" / "synthetic" / "sample_diffusion" / f"base_{cfg.edm_base}.npz",
-             "txt2img": set_path(workspace, cfg.realfake_variant, "txt2img"),
-             "img2img": set_path(workspace, cfg.realfake_variant, "img2img")}
+        raise UserError(f"{paths.grids} holds no real cells", "rerun `dvc repro augment`")
+    pools = {"edm": paths.edm,
+             "txt2img": set_path(paths.realfake, cfg.realfake_variant, "txt2img"),
+             "img2img": set_path(paths.realfake, cfg.realfake_variant, "img2img")}
     for fam in families:
         upstream(pools[fam], f"sample_diffusion@{cfg.edm_base}" if fam == "edm" else "synthesize_realfake")
     if len(real) != params.trials:
@@ -70,10 +69,9 @@ def main() -> None:
     threshold = cfg.threshold if cfg.threshold is not None else member["threshold"]
     recycle = cfg.recycle or final["recycle"]
 
-    data = load_processed(workspace / "data" / "processed")
-    path = workspace / "models" / "train_reference" / "classifier.pt"
-    classifier = load_classifier(path, device).eval()
-    check_compatible(classifier, data.num_classes, data.image_shape, data.name, path)
+    data = load_processed(paths.data)
+    classifier = load_classifier(paths.reference, device).eval()
+    check_compatible(classifier, data.num_classes, data.image_shape, data.name, paths.reference)
     size = cfg.images or len(data.y_train)
     quota = balanced_counts(size, data.num_classes)
     loaded = {}
@@ -90,7 +88,7 @@ def main() -> None:
             pool.judge(classifier, threshold, cfg.batch_size)
 
         def gan_choice(seed_: int, epoch: int, stddev: float, thr):
-            file = checkpoint_path(generator_dir(workspace, seed_), epoch)
+            file = checkpoint_path(item_path(paths.generators, seed_), epoch)
             if not file.is_file():
                 raise UserError(f"generator checkpoint {file} not found", f"run `dvc repro train_generator@{seed_}`")
             return GeneratorChoice(load_generator(file, device), stddev, thr)
@@ -105,7 +103,7 @@ def main() -> None:
                             f"threshold {member['threshold']}, recycle {final['recycle']}")
                     period = final["recycle"]
                 else:
-                    last = max(list_checkpoints(generator_dir(workspace, member["generator_seed"])) or [0])
+                    last = max(list_checkpoints(item_path(paths.generators, member["generator_seed"])) or [0])
                     choice, text, period = gan_choice(member["generator_seed"], last, 1.0, None), f"none (checkpoint {last})", None
                 return (lambda s: synthetic_set([choice], classifier, quota, s, max_rounds=cfg.filter_rounds,
                                                 batch_size=cfg.batch_size)), period, text
@@ -154,7 +152,7 @@ def main() -> None:
                 "seconds_per_1000": None if cost is None else 1000 * cost,
             }
 
-        out = workspace / "reports" / "synthgap"
+        out = paths.out
         comparisons = compare.comparisons({s: r["cas_trials"] for s, r in rows.items()})
         title = (f"synthgap: CAS of every generator family ({data.name}; {size:,} synthetic images per set; "
                  f"mean ± 95 % interval over {params.trials} trials; Real Data {estimate(real).text(2)})")

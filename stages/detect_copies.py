@@ -49,21 +49,20 @@ def sscd_features(path, x_uint8: torch.Tensor, device) -> np.ndarray:
 
 
 def main() -> None:
-    params, workspace = realfake_params(STAGE)
+    params, paths = realfake_params(STAGE, "data", "sets", "reference", "out")
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:
-        data = load_processed(workspace / "data" / "processed")
+        data = load_processed(paths.data)
         n = len(data.y_train)
-        synthetic = read_npz(set_path(workspace, "full", "img2img"), ("x_train",))["x_train"][:n]
+        synthetic = read_npz(set_path(paths.sets, "full", "img2img"), ("x_train",))["x_train"][:n]
         as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
         if cfg.privacy.sscd_weights:
             features = lambda a: sscd_features(repo_root() / cfg.privacy.sscd_weights, as_tensor(a), device)  # noqa: E731
             source = "sscd"
         else:
-            path = workspace / "models" / "train_reference" / "classifier.pt"
-            classifier = load_classifier(path, device)
-            check_compatible(classifier, data.num_classes, data.image_shape, data.name, path)
+            classifier = load_classifier(paths.reference, device)
+            check_compatible(classifier, data.num_classes, data.image_shape, data.name, paths.reference)
             features = lambda a: extract_features(classifier, as_tensor(a))  # noqa: E731
             source = "reference classifier"
         real = torch.from_numpy(features(data.x_train))
@@ -74,7 +73,7 @@ def main() -> None:
         metrics = {f"synthetic_top1_sim_q{q:g}": float(np.quantile(sims[:, 0].numpy(), q)) for q in quantiles}
         metrics |= {f"test_top1_sim_q{q:g}": float(np.quantile(test_sims[:, 0].numpy(), q)) for q in quantiles}
         metrics["synthetic_above_test_max"] = float((sims[:, 0] > test_sims[:, 0].max()).float().mean() * 100)
-        reports = workspace / "reports" / "realfake"
+        reports = paths.out
         worst = torch.argsort(sims[:, 0], descending=True)[:6].numpy()
         matches_figure(synthetic[worst], data.x_train[idx[worst, :3].numpy()], sims[worst, :3].numpy(),
                        reports / f"{STAGE}.png")

@@ -3,8 +3,8 @@
 Table 1: real only, synthetic only (``full`` img2img) and real + synthetic; Table 2: the ablation over latent
 prior (img2img vs txt2img), visual guidance, distribution matching and finetuning; Table 3: x k synthetic sets
 for k in ``realfake.scales`` (plus real + synthetic). Each distinct training set trains one
-``realfake.classifier`` and is tested on the real test split. Writes ``reports/realfake/table{1,2,3}.{csv,md}``,
-``reports/realfake/evaluate_realfake.json`` and the scaling figure (Fig. 2).
+``realfake.classifier`` and is tested on the real test split. Writes, in ``--out`` (``reports/realfake/``), ``table{1,2,3}.{csv,md}``,
+``evaluate_realfake.json`` and the scaling figure (Fig. 2).
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ def score(job, result) -> dict:
 
 
 def main() -> None:
-    params, workspace = realfake_params(STAGE)
+    params, paths = realfake_params(STAGE, "data", "sets", "out")
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:
-        data = load_processed(workspace / "data" / "processed")
+        data = load_processed(paths.data)
         n = len(data.y_train)
         test = to_device_tensors(data.x_test, data.y_test, device)
 
@@ -51,10 +51,10 @@ def main() -> None:
             if part[0] == "real":
                 return data.x_train, data.y_train
             _, variant, mode, copies = part
-            arrays = read_npz(set_path(workspace, variant, mode), ("x_train", "y_train"))
+            arrays = read_npz(set_path(paths.sets, variant, mode), ("x_train", "y_train"))
             block = trial_block(cfg, variant, mode, n, trial, copies)
             if block.stop > len(arrays["y_train"]):
-                raise UserError(f"{set_path(workspace, variant, mode)} holds too few images for {params.trials} trials",
+                raise UserError(f"{set_path(paths.sets, variant, mode)} holds too few images for {params.trials} trials",
                                 "rerun `dvc repro synthesize_realfake` with the current trials")
             return arrays["x_train"][block], arrays["y_train"][block]
 
@@ -73,7 +73,7 @@ def main() -> None:
         run.record_cells(list(accuracy.values()), ("top1",))
         for name, row in accuracy.items():
             print(f"{STAGE}: {name} ({row['n_train']} images): top-1 {estimate(row['top1_trials']).text(2)}")
-        reports = workspace / "reports" / "realfake"
+        reports = paths.out
         tables = table_rows(cfg, accuracy)
         over = f"top-1 %, mean ± 95 % interval over {params.trials} trials"
         titles = {"table1": f"Table 1: synthetic-only and real + synthetic accuracy ({over})",

@@ -2,9 +2,9 @@
 
 ``plain`` (diffusion loss), ``guidance`` (+ visual guidance), ``matching`` (+ distribution matching), ``full``
 (both); see ``synthgap.realfake.pipeline``. Each trains on the whole train split and writes only its adapter
-(LoRA weights, guidance projection, settings) to ``models/finetune_lora/<variant>/adapter.pt``, the LoRA weights
+(LoRA weights, guidance projection, settings) to ``<--out>/<variant>/adapter.pt`` (``models/finetune_lora/``), the LoRA weights
 again as diffusers saves them (``pytorch_lora_weights.safetensors``, for ``StableDiffusionPipeline.load_lora_weights``)
-and its loss log to ``reports/realfake/finetune_lora/<variant>.csv``.
+and its loss log to ``<--reports>/<variant>.csv``.
 Killed runs resume from ``.synthgap/state/``: the variant in progress from its last state, and a variant that
 had finished is loaded from its state file (kept, with the final weights and loss log, until the whole stage
 has succeeded: ``synthgap.staging.remove_after_commit``) instead of being trained again.
@@ -28,18 +28,18 @@ STAGE = "finetune_lora"
 
 
 def main() -> None:
-    params, workspace = realfake_params(STAGE)
+    params, paths = realfake_params(STAGE, "data", "stand-in", "out", "reports")
     cfg = params.section
     device = resolve_device(params.device)
     variants = [v for v in cfg.ablation if v != "base"]
     states = {v: state_file(repo_root(), f"{STAGE}-{v}", params.flat()) for v in variants}
     with StageRun(params, experiment="realfake") as run:
-        data = load_processed(workspace / "data" / "processed")
+        data = load_processed(paths.data)
         prompts = prompts_for(cfg, data, repo_root())
         x, y = to_device_tensors(data.x_train, data.y_train, device)
         embeddings = None
         for variant in variants:
-            model = load_model(cfg, workspace, repo_root(), device)
+            model = load_model(cfg, paths.stand_in, repo_root(), device)
             if embeddings is None:
                 embeddings = image_embeddings(model.image_encoder, x)
             settings = finetune_settings(cfg, variant, device=device)
@@ -53,10 +53,10 @@ def main() -> None:
                     desc=f"{STAGE} {variant}",
                     on_log=lambda r, c=child: c.log_metrics({"loss": r["loss"]}, step=r["step"]),
                 )
-                save_adapter(adapter_path(workspace, variant), model.unet, settings.lora, projection,
+                save_adapter(adapter_path(paths.out, variant), model.unet, settings.lora, projection,
                              {"variant": variant, "guidance": settings.guidance, "distribution": settings.distribution})
-                export_diffusers_lora(adapter_path(workspace, variant).parent, model.unet)  # for load_lora_weights
-                atomic_write_csv(workspace / "reports" / "realfake" / STAGE / f"{variant}.csv", log)
+                export_diffusers_lora(adapter_path(paths.out, variant).parent, model.unet)  # for load_lora_weights
+                atomic_write_csv(paths.reports / f"{variant}.csv", log)
                 child.log_metrics({"final_loss": log[-1]["loss"]})
                 print(f"{STAGE}: {variant} final loss {log[-1]['loss']:.4f}")
         run.log_metrics({"variants": len(variants)})

@@ -1,9 +1,10 @@
 """Stage fit_equivalence: regress the equivalence formula (Equivalence paper, appendix A) from results.
 
-In the pipeline (``dvc repro``, no arguments) it reads the ``augment@<n_base>`` results: the child runs of
-each stage's MLflow run (its id is in ``reports/metrics/augment@<n>.json``), falling back to the rows of
-``reports/equivalence/augment/base_<n>.json`` when MLflow lacks them (DVC's run-cache skipped the stage,
-or the database is elsewhere), and writes ``reports/equivalence/``.
+In the pipeline (``dvc repro``, the paths of dvc.yaml's cmd) it reads the ``augment@<n_base>`` results: the
+child runs of each stage's MLflow run (its id is in the stage's metrics file ``--runs/augment@<n>.json``),
+falling back to the rows of ``--grids/<n>.json`` (``reports/equivalence/augment/``) when MLflow lacks them
+(DVC's run-cache skipped the stage, or the database is elsewhere), and writes ``--out``
+(``reports/equivalence/``).
 
 Standalone (refit any table, e.g. the paper's own)::
 
@@ -16,6 +17,7 @@ Writes ``DIR/equivalence.json``, ``DIR/equivalence.md`` and the figures.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -60,17 +62,19 @@ def write_outputs(frame: pd.DataFrame, fits: dict, out: Path, label: str, n_tota
         figures.ir_plot(ir, out / "improvement_ratio.png", label)
 
 
-def collect_pipeline_results(workspace: Path, base_sizes, uri: str) -> tuple[pd.DataFrame, dict]:
-    """Rows of every augment@<n> stage, from MLflow where complete, else from the stage's JSON file."""
+def collect_pipeline_results(grids: Path, runs: Path, base_sizes, uri: str) -> tuple[pd.DataFrame, dict]:
+    """Rows of every augment@<n> stage, from MLflow where complete (the stage's run id is in its metrics
+    file in the folder ``runs``), else from the stage's JSON file in the folder ``grids``."""
     import json
 
+    from synthgap.paths import instance_of, item_path
     from synthgap.tracking import get_client
 
     client, frames, sources = get_client(uri), [], {}
     for n_base in base_sizes:
-        path = workspace / "reports" / "equivalence" / "augment" / f"base_{n_base}.json"
-        file_rows = pd.DataFrame(read_upstream_json(path, f"augment@{n_base}")["rows"])
-        metrics = workspace / "reports" / "metrics" / f"augment@{n_base}.json"
+        path = item_path(grids, n_base, ".json")
+        file_rows = pd.DataFrame(read_upstream_json(path, instance_of(path))["rows"])
+        metrics = runs / f"{instance_of(path)}.json"
         parent = json.loads(metrics.read_text()).get("mlflow_run_id") if metrics.is_file() else None
         runs = []
         if parent:
@@ -127,21 +131,21 @@ def summary_of(frame: pd.DataFrame, fits: dict) -> dict:
 
 def pipeline_main() -> None:
     from synthgap.config import load_stage_params
-    from synthgap.data import load_processed
+    from synthgap.data import load_info
     from synthgap.paths import workspace_root
     from synthgap.tracking import StageRun
+    from stages.common import stage_paths
 
-    workspace = workspace_root()
-    params = load_stage_params("fit_equivalence", workspace / "params.yaml", section="equivalence")
-    cfg = params.section
-    out = workspace / "reports" / "equivalence"
+    params = load_stage_params("fit_equivalence", workspace_root() / "params.yaml", section="equivalence")
+    paths = stage_paths("fit_equivalence", "data", "grids", "runs", "out")
+    cfg, out = params.section, paths.out
     with StageRun(params, experiment="equivalence") as run:
-        data = load_processed(workspace / "data" / "processed")
-        frame, sources = collect_pipeline_results(workspace, cfg.base_sizes, run.uri)
-        n_total = cfg.n_total or len(data.y_train)
+        info = load_info(paths.data)
+        frame, sources = collect_pipeline_results(paths.grids, paths.runs, cfg.base_sizes, run.uri)
+        n_total = cfg.n_total or info["sizes"]["train"]
         fits = fit_all(frame, n_total, ratios=tuple(cfg.fit_ratios))
         atomic_write_csv(out / "results.csv", frame.to_dict("records"))
-        write_outputs(frame, fits, out, data.name, n_total)
+        write_outputs(frame, fits, out, info["name"], n_total)
         for setting, fit in fits.items():
             run.log_metrics({f"{setting}_c1": fit.c1, f"{setting}_c2": fit.c2, f"{setting}_r2": fit.r2, f"{setting}_tuples": len(fit.tuples)})
             print(f"{setting}: {formula(fit)} (R² {fit.r2:.3f}, {len(fit.tuples)} tuples)")
@@ -155,9 +159,10 @@ def pipeline_main() -> None:
 
 
 def main(argv=None) -> None:
-    args = parse(argv)
-    if args.results is None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not any(a == "--results" or a.startswith("--results=") for a in argv):
         return pipeline_main()
+    args = parse(argv)
     if args.n_total is None or args.out is None:
         raise UserError("--results needs --n-total and --out", "pass all three, or none to fit the pipeline's results")
     if not args.results.is_file():

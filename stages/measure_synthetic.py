@@ -2,7 +2,7 @@
 
 Features are the reference classifier's (train_reference): Fréchet distance, diversity (real and synthetic)
 and a real-vs-synthetic domain classifier's accuracy; with ``equivalence.quality.inception_weights`` also FID
-and Inception Scores (torchmetrics over torch-fidelity's Inception-v3). Writes ``reports/equivalence/measure_synthetic/base_<n>.json``.
+and Inception Scores (torchmetrics over torch-fidelity's Inception-v3). Writes ``--out`` (``reports/equivalence/measure_synthetic/<n>.json``).
 """
 
 from __future__ import annotations
@@ -29,18 +29,17 @@ STAGE = "measure_synthetic"
 
 
 def main() -> None:
-    params, n_base, workspace = equivalence_foreach_params(STAGE)
+    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "reference", "pool", "out")
     device = resolve_device(params.device)
     quality = params.section.quality
     weights = quality.inception_weights and repo_root() / quality.inception_weights
     if weights:
         check_inception_weights(weights)  # before any compute
     with StageRun(params, experiment="equivalence") as run:
-        data, _ = base_subset(workspace, n_base, params.section.merge_train_val)
-        path = workspace / "models" / "train_reference" / "classifier.pt"
-        classifier = load_classifier(path, device)
-        check_compatible(classifier, data.num_classes, data.image_shape, data.name, path)
-        x_syn, y_syn = load_pool(workspace / "data" / "synthetic" / "sample_diffusion" / f"base_{n_base}.npz", "npz", data.num_classes)
+        data, _ = base_subset(paths.data, n_base, params.section.merge_train_val)
+        classifier = load_classifier(paths.reference, device)
+        check_compatible(classifier, data.num_classes, data.image_shape, data.name, paths.reference)
+        x_syn, y_syn = load_pool(paths.pool, "npz", data.num_classes)
         as_tensor = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())  # noqa: E731
         real = extract_features(classifier, as_tensor(data.x_test))
         synthetic = extract_features(classifier, as_tensor(x_syn))
@@ -53,8 +52,7 @@ def main() -> None:
         if weights:
             metrics |= inception_scores(as_tensor(data.x_test), as_tensor(x_syn), weights, device,
                                         batch_size=quality.batch_size, seed=params.seed)
-        out = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.json"
-        atomic_write_json(out, metrics | {"n_base": n_base, "n_synthetic": len(y_syn), "n_real": len(data.y_test)})
+        atomic_write_json(paths.out, metrics | {"n_base": n_base, "n_synthetic": len(y_syn), "n_real": len(data.y_test)})
         run.log_metrics(metrics)
         print(f"{params.stage}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
 

@@ -3,7 +3,7 @@
 A stand-in for a web-scale model, not one: SD's own classes (UNet2DConditionModel, AutoencoderKL,
 CLIPTextModel + tokenizer, CLIPVisionModelWithProjection) from small configs, the VAE trained to reconstruct
 the training images, then the UNet as a text-conditioned latent diffusion model on "photo of {class}" prompts.
-Writes ``models/pretrain_base_model/`` in the diffusers layout (vision model in ``image_encoder/``), read by the
+Writes ``--out`` (``models/pretrain_base_model/``) in the diffusers layout (vision model in ``image_encoder/``), read by the
 later Real-Fake stages when ``realfake.base_model`` is null; when it is set, only a note saying so.
 """
 
@@ -17,7 +17,7 @@ from synthgap.errors import run_main
 from synthgap.paths import atomic_write_csv, atomic_write_text, repo_root
 from synthgap.realfake.base_model import build_tiny, save_base_model
 from synthgap.realfake.finetune import UnetTraining, pretrain_vae, train_unet
-from synthgap.realfake.pipeline import STAND_IN, prompts_for
+from synthgap.realfake.pipeline import prompts_for
 from synthgap.realfake.synthesis import NEGATIVE_PROMPT
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
@@ -29,16 +29,16 @@ STAGE = "pretrain_base_model"
 
 
 def main() -> None:
-    params, workspace = realfake_params(STAGE)
+    params, paths = realfake_params(STAGE, "data", "out", "reports")
     cfg, pre = params.section, params.section.pretrain
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:
         if cfg.base_model:
-            atomic_write_text(workspace / STAND_IN / "NOT_USED.txt", f"realfake.base_model is {cfg.base_model}\n")
-            atomic_write_text(workspace / "reports" / "realfake" / STAGE / "NOT_USED.txt", "no stand-in trained\n")
+            atomic_write_text(paths.out / "NOT_USED.txt", f"realfake.base_model is {cfg.base_model}\n")
+            atomic_write_text(paths.reports / "NOT_USED.txt", "no stand-in trained\n")
             print(f"{STAGE}: realfake.base_model is set ({cfg.base_model}); no stand-in needed")
             return
-        data = load_processed(workspace / "data" / "processed")
+        data = load_processed(paths.data)
         prompts = prompts_for(cfg, data, repo_root())
         words = " ".join(prompts + [NEGATIVE_PROMPT]).replace(",", " ").split()
         with tempfile.TemporaryDirectory() as tmp:
@@ -53,10 +53,9 @@ def main() -> None:
                                  state_path=state_file(repo_root(), STAGE, params.flat()), state_every=200,
                                  log_every=max(1, pre.unet_steps // 10), desc=f"{STAGE} unet",
                                  on_log=lambda r: run.log_metrics({"unet_loss": r["loss"]}, step=r["step"]))
-        save_base_model(model, workspace / STAND_IN, vision=workspace / STAND_IN / "image_encoder")
-        reports = workspace / "reports" / "realfake" / STAGE
-        atomic_write_csv(reports / "vae_loss.csv", vae_log)
-        atomic_write_csv(reports / "unet_loss.csv", unet_log)
+        save_base_model(model, paths.out, vision=paths.out / "image_encoder")
+        atomic_write_csv(paths.reports / "vae_loss.csv", vae_log)
+        atomic_write_csv(paths.reports / "unet_loss.csv", unet_log)
         metrics = {"vae_loss": vae_log[-1]["vae_loss"], "unet_loss": unet_log[-1]["loss"],
                    "latent_scaling_factor": model.vae.config.scaling_factor}
         run.log_metrics(metrics)

@@ -8,11 +8,10 @@ best test top-1 over epochs (test). ``reports/gafi/generator_quality.*``: FID / 
 
 from __future__ import annotations
 
-import json
-
+from synthgap.data import load_info
 from synthgap.errors import run_main
 from synthgap.gafi import report
-from synthgap.paths import atomic_write_csv, atomic_write_json, read_upstream_json
+from synthgap.paths import atomic_write_csv, atomic_write_json, instance_of, item_path, read_upstream_json
 from synthgap.stats import headline as headline_of
 from synthgap.tables import markdown, write_table
 from synthgap.tracking import StageRun
@@ -22,19 +21,20 @@ STAGE = "report_gafi"
 
 
 def main() -> None:
-    params, workspace = gafi_params(STAGE)
-    gafi, reports = params.section, workspace / "reports" / "gafi"
+    params, paths = gafi_params(STAGE, "data", "real", "baseline", "final", "multi", "filtering", "recycle",
+                                "stddevs", "checkpoints", "out")
+    gafi, reports = params.section, paths.out
     with StageRun(params, experiment="gafi") as run:
-        dataset = json.loads((workspace / "data" / "processed" / "info.json").read_text())["name"]
-        trials = read_upstream_json(workspace / "reports" / "train_reference" / "trials.json", "train_reference")
+        dataset = load_info(paths.data)["name"]
+        trials = read_upstream_json(paths.real, "train_reference")
         real = report.real_data(trials["summary"][0], gafi.select_on)
         published = report.read_published()
-        baseline = read_upstream_json(reports / "cas_baseline.json", "cas_baseline")["best"]
-        final_json = read_upstream_json(reports / "cas_final.json", "cas_final")
+        baseline = read_upstream_json(paths.baseline, "cas_baseline")["best"]
+        final_json = read_upstream_json(paths.final, "cas_final")
         final = final_json["best"]
-        multi = read_upstream_json(reports / "cas_multi.json", "cas_multi")["rows"]
-        grids = {name: read_upstream_json(reports / f"{name}.json", name)["rows"]
-                 for name in ("ablate_filtering", "ablate_recycle", "ablate_stddev")}
+        multi = read_upstream_json(paths.multi, "cas_multi")["rows"]
+        grids = {name: read_upstream_json(path, name)["rows"] for name, path in
+                 (("ablate_filtering", paths.filtering), ("ablate_recycle", paths.recycle), ("ablate_stddev", paths.stddevs))}
         tables = {
             "table1": report.table1(dataset, baseline, grids["ablate_filtering"]),
             "table2": report.table2(dataset, baseline, grids["ablate_recycle"]),
@@ -53,7 +53,7 @@ def main() -> None:
                                 f"GaFi generator quality ({dataset}, chosen checkpoints; cas_final)"):
             run.log_artifact(path, "tables")
         fig2 = report.figure2(grids["ablate_stddev"], reports / "figure2.png", dataset)
-        per_seed = {s: read_upstream_json(reports / "select_checkpoint" / f"seed_{s}.json", f"select_checkpoint@{s}")["rows"]
+        per_seed = {s: read_upstream_json(path := item_path(paths.checkpoints, s, ".json"), instance_of(path))["rows"]
                     for s in gafi.generator_seeds}
         fig3 = report.figure3(per_seed, reports / "figure3.png", dataset)
         atomic_write_csv(reports / "figure2.csv", fig2)

@@ -3,7 +3,7 @@
 The pool holds the base's largest closed-set ratio (``equivalence.syn_ratios``, or its entry in
 ``ratios_by_base``) x n_base images, labels interleaved so that every prefix is class-balanced, each from its
 own seed (deterministic Heun, ``equivalence.diffusion.sampler_steps`` steps).
-Writes ``data/synthetic/sample_diffusion/base_<n>.npz`` (images, labels, seeds, class names, and ``seconds``: the
+Writes ``--out`` (``data/synthetic/sample_diffusion/<n>.npz``: images, labels, seeds, class names, and ``seconds``: the
 wall seconds the sampling took, the generation cost compare_generators reports) and a preview.
 """
 
@@ -28,12 +28,12 @@ STAGE = "sample_diffusion"
 
 
 def main() -> None:
-    params, n_base, workspace = equivalence_foreach_params(STAGE)
+    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "model", "out", "preview")
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="equivalence") as run:
-        data = load_processed(workspace / "data" / "processed")
-        denoiser = load_denoiser(workspace / "models" / "train_diffusion" / f"base_{n_base}" / "edm.pt", device)
+        data = load_processed(paths.data)
+        denoiser = load_denoiser(paths.model, device)
         count = round(max(cfg.ratios(n_base, "closed")) * n_base)
         labels = torch.arange(count, device=device) % data.num_classes
         seeds = image_seeds(params.seed, torch.arange(count), STAGE, n_base)
@@ -41,12 +41,10 @@ def main() -> None:
         start = time.perf_counter()
         images = sample_set(denoiser, labels, seeds, (c, h, h), steps=cfg.diffusion.sampler_steps)
         seconds = time.perf_counter() - start
-        save_synthetic(workspace / "data" / "synthetic" / STAGE / f"base_{n_base}.npz", images, labels, data.classes, seeds,
-                       seconds=seconds)
-        preview = workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.png"
-        sample_grid(images[: 8 * data.num_classes], data.num_classes, preview, f"{params.stage}: one column per class")
+        save_synthetic(paths.out, images, labels, data.classes, seeds, seconds=seconds)
+        sample_grid(images[: 8 * data.num_classes], data.num_classes, paths.preview, f"{params.stage}: one column per class")
         run.log_metrics({"pool_size": count, "seconds_per_1000": 1000 * seconds / count})
-        run.log_artifact(preview)
+        run.log_artifact(paths.preview)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Stage select_checkpoint@<seed>: CAS of every generator checkpoint with the fast pipeline.
 
 GaFi step 2: stddev 1.0, threshold 0.0 (only misclassified samples dropped), recycle every
-``gafi.search.fast_recycle`` epochs. Writes ``reports/gafi/select_checkpoint/seed_<seed>.json`` (every
+``gafi.search.fast_recycle`` epochs. Writes ``--out`` (``reports/gafi/select_checkpoint/<seed>.json``: every
 checkpoint's CAS, the data of Figure 3, and the best one).
 """
 
@@ -17,12 +17,12 @@ STAGE = "select_checkpoint"
 
 
 def main() -> None:
-    params, gseed, workspace = gafi_foreach_params(STAGE)
+    params, gseed, paths = gafi_foreach_params(STAGE, "data", "reference", "generators", "out")
     with StageRun(params, experiment="gafi") as run:
-        ctx = GafiContext(params, workspace, resolve_device(params.device))
+        ctx = GafiContext(params, paths.data, paths.reference, paths.generators, resolve_device(params.device))
         recycle = ctx.cfg.search.fast_recycle
         cells = [Cell(f"checkpoint={e}", (Member(gseed, e, 1.0, 0.0),), recycle) for e in ctx.checkpoints(gseed)]
-        best = run_grid(ctx, run, params.stage, cells, workspace / "reports" / "gafi" / STAGE / f"seed_{gseed}.json")
+        best = run_grid(ctx, run, params.stage, cells, paths.out)
         print(f"{params.stage}: best checkpoint {best['checkpoint']} (score {best['score']:.2f}, CAS {best['cas']:.2f})")
 
 

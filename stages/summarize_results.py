@@ -1,15 +1,15 @@
 """Stage summarize_results: the headline numbers and verdicts of all three papers in one place.
 
 Merges the ``summary.json`` that each paper's report stage writes (``report_gafi``, ``fit_equivalence``,
-``evaluate_realfake``) and the synthgap table's (``compare_generators``) into ``reports/summary.json``
-(``dvc metrics show reports/summary.json``)::
+``evaluate_realfake``) and the synthgap table's (``compare_generators``) into ``--summary``
+(``reports/summary.json``)::
 
     {"headline": {"real_top1": {"mean": .., "ci95": [lo, hi], "trials": n}, ...},
      "comparisons": [{"name": "gafi_vs_baseline", "paper": "gafi", "diff_mean": .., "ci95": [lo, hi],
                       "trials": n, "verdict": "better"}, ...]}
 
-``reports/summary.md``, the same as tables with a sentence per verdict (the README's results come from it),
-and ``reports/headline.json``, the one file ``dvc.yaml`` declares as metrics: the headline means under short
+``--markdown`` (``reports/summary.md``), the same as tables with a sentence per verdict (the README's results come from it),
+and ``--headline`` (``reports/headline.json``), the one file ``dvc.yaml`` declares as metrics: the headline means under short
 names and the verdict counts, so ``dvc metrics show`` and ``dvc exp show --only-changed`` fit a terminal
 (intervals, trials and every comparison stay in ``summary.json``; per-stage detail in ``reports/metrics/``).
 """
@@ -21,13 +21,12 @@ from synthgap.errors import run_main
 from synthgap.paths import atomic_write_json, atomic_write_text, read_upstream_json, workspace_root
 from synthgap.stats import Estimate
 from synthgap.tracking import StageRun
+from stages.common import stage_paths
 
 STAGE = "summarize_results"
-# paper -> (its summary, the stage that writes it)
-PARTS = {"gafi": ("reports/gafi/summary.json", "report_gafi"),
-         "equivalence": ("reports/equivalence/summary.json", "fit_equivalence"),
-         "realfake": ("reports/realfake/summary.json", "evaluate_realfake"),
-         "synthgap": ("reports/synthgap/summary.json", "compare_generators")}
+# the part each paper's report stage writes (``--<paper>`` on the command line) -> that stage
+PARTS = {"gafi": "report_gafi", "equivalence": "fit_equivalence", "realfake": "evaluate_realfake",
+         "synthgap": "compare_generators"}
 # headline.json's column -> summary.json's headline entry (a column whose entry is missing is left out)
 VIEW = {"gafi": {"real": "real_top1", "base": "baseline_cas", "gafi": "gafi_cas", "k2": "gafi_cas_k2"},
         "equiv": {"c1": "equivalence_closed_c1", "c2": "equivalence_closed_c2"},
@@ -60,19 +59,19 @@ def markdown(summary: dict) -> str:
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml")
+    params = load_stage_params(STAGE, workspace_root() / "params.yaml")
+    paths = stage_paths(STAGE, *PARTS, "summary", "markdown", "headline")
     with StageRun(params, experiment="common") as run:
         summary = {"headline": {}, "comparisons": []}
-        for relative, writer in PARTS.values():
-            part = read_upstream_json(workspace / relative, writer)
+        for paper, writer in PARTS.items():
+            part = read_upstream_json(getattr(paths, paper), writer)
             summary["headline"].update(part["headline"])
             summary["comparisons"] += part["comparisons"]
-        atomic_write_json(workspace / "reports" / "summary.json", summary)
-        atomic_write_text(workspace / "reports" / "summary.md", markdown(summary))
+        atomic_write_json(paths.summary, summary)
+        atomic_write_text(paths.markdown, markdown(summary))
         view = headline_view(summary)
-        atomic_write_json(workspace / "reports" / "headline.json", view)
-        run.log_artifact(workspace / "reports" / "summary.md")
+        atomic_write_json(paths.headline, view)
+        run.log_artifact(paths.markdown)
         counts = {v: view["verdict"][column] for column, v in VERDICTS.items()}
         run.log_metrics({f"verdicts_{k}": n for k, n in counts.items()})
         for name, h in summary["headline"].items():

@@ -5,7 +5,7 @@ from each real training image) and ``txt2img``, one image per training image wit
 guidance token, once per trial; the ``full`` img2img set has ``max(realfake.scales)`` copies per trial (copy c of
 image i has its own seed), so Table 3's x k is the first k copies of a trial's block (:func:`trial_block`). The
 seed of copy c of image i in trial t is the same in every variant and mode (:func:`set_seeds`): paired sets.
-Writes ``data/synthetic/synthesize_realfake/<variant>_<mode>.npz`` (``x_train``, ``y_train``, ``seeds``,
+Writes ``<--out>/<variant>_<mode>.npz`` (``data/synthetic/synthesize_realfake/``) (``x_train``, ``y_train``, ``seeds``,
 ``source_index``, and ``seconds``: a 0-d float64 array, the wall seconds that set's synthesis took, for the cost
 per 1,000 images) and a preview per set; the MLflow run logs ``<variant>_<mode>_images`` and
 ``<variant>_<mode>_seconds_per_1000`` (wall seconds per 1,000 images) per set.
@@ -37,23 +37,23 @@ STAGE = "synthesize_realfake"
 
 
 def main() -> None:
-    params, workspace = realfake_params(STAGE)
+    params, paths = realfake_params(STAGE, "data", "stand-in", "adapters", "out", "previews")
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:
-        data = load_processed(workspace / "data" / "processed")
+        data = load_processed(paths.data)
         h, _, c = data.image_shape
         n = len(data.y_train)
         prompts = prompts_for(cfg, data, repo_root())
         x, y = to_device_tensors(data.x_train, data.y_train, device)
         embeddings = None  # the vision tower is the base model's in every variant: embed the images once
         for variant in cfg.ablation:
-            model = load_model(cfg, workspace, repo_root(), device)
+            model = load_model(cfg, paths.stand_in, repo_root(), device)
             if embeddings is None:
                 embeddings = image_embeddings(model.image_encoder, x)
             projection, settings = (None, {"guidance": "none"})
             if variant != "base":
-                projection, settings = load_adapter(adapter_path(workspace, variant), model, device)
+                projection, settings = load_adapter(adapter_path(paths.adapters, variant), model, device)
             tokens = guidance_embeddings(embeddings, y, settings["guidance"])
             for mode in ("img2img", "txt2img"):
                 copies = params.trials * copies_per_trial(cfg, variant, mode)
@@ -69,10 +69,10 @@ def main() -> None:
                 )
                 seconds = time.perf_counter() - start
                 labels = torch.from_numpy(data.y_train[source])
-                path = set_path(workspace, variant, mode)
+                path = set_path(paths.out, variant, mode)
                 save_synthetic(path, images, labels, data.classes, torch.tensor(seeds), source_index=source,
                                seconds=np.float64(seconds))
-                preview = workspace / "reports" / "realfake" / STAGE / f"{variant}_{mode}.png"
+                preview = paths.previews / f"{variant}_{mode}.png"
                 sample_grid(images[class_columns(labels[:n], data.num_classes)], data.num_classes, preview,
                             f"{STAGE}: {variant}, {mode}; one column per class")
                 run.log_metrics({f"{variant}_{mode}_images": len(images),

@@ -1,7 +1,7 @@
 """Stage train_diffusion@<n_base>: the closed-set generator, an EDM model trained only on the base subset.
 
-Writes ``models/train_diffusion/base_<n>/edm.pt`` (EMA denoiser + settings) and the loss log
-``reports/equivalence/train_diffusion/base_<n>.csv``. Killed runs resume from ``.synthgap/state/``.
+Writes the EMA denoiser + settings to ``--out`` (``models/train_diffusion/<n>.pt``) and the loss log to
+``--history`` (``reports/equivalence/train_diffusion/<n>.csv``). Killed runs resume from ``.synthgap/state/``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ STAGE = "train_diffusion"
 
 
 def main() -> None:
-    params, n_base, workspace = equivalence_foreach_params(STAGE)
+    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "out", "history")
     cfg = params.section.diffusion
     device = resolve_device(params.device)
     with StageRun(params, experiment="equivalence") as run:
-        data, idx = base_subset(workspace, n_base, params.section.merge_train_val)
+        data, idx = base_subset(paths.data, n_base, params.section.merge_train_val)
         h, _, c = data.image_shape
         arch = cfg.model_dump(include={"width", "channel_mult", "blocks", "attention_resolution", "dropout"})
         spec = UNetSpec(data.num_classes, h, c, **arch, dataset=data.name)
@@ -36,8 +36,8 @@ def main() -> None:
             state_path=state_file(repo_root(), params.stage, identity), desc=params.stage,
             on_log=lambda r: run.log_metrics({"loss": r["loss"]}, step=r["step"]),
         )
-        save_denoiser(denoiser, workspace / "models" / STAGE / f"base_{n_base}" / "edm.pt", cfg.steps)
-        atomic_write_csv(workspace / "reports" / "equivalence" / STAGE / f"base_{n_base}.csv", history)
+        save_denoiser(denoiser, paths.out, cfg.steps)
+        atomic_write_csv(paths.history, history)
         run.log_metrics({"final_loss": history[-1]["loss"], "n_base": n_base})
         run.log_metrics({"train_seconds": sum(r["seconds"] for r in history)}, timing=True)
 

@@ -5,8 +5,8 @@ the mean test accuracy with its 95 % interval is the "Real Data" row of the pape
 scored after every epoch: ``best_test_top1`` is the best test top-1 over epochs, GaFi's Real Data with
 ``gafi.select_on: test``). GaFi's sample filter is trial 0, or with ``train_reference.filter`` one more classifier
 trained with that recipe (trial 0's seed).
-Writes the filter as ``models/train_reference/classifier.pt`` (weights + settings) and, under
-``reports/train_reference/``, its per-epoch history (CSV, also a DVC plot), learning curves and per-class test
+Writes the filter to ``--out`` (``models/train_reference/classifier.pt``: weights + settings) and, under
+``--reports`` (``reports/train_reference/``), its per-epoch history (CSV, also a DVC plot), learning curves and per-class test
 accuracy, and ``trials.json`` (the Real Data rows and summary, and the separate filter's row).
 """
 
@@ -25,6 +25,7 @@ from synthgap.runtime import resolve_device
 from synthgap.seeding import derive_seed, seed_everything, trial_seed
 from synthgap.stats import estimate
 from synthgap.tracking import StageRun
+from stages.common import stage_paths
 from synthgap.train.classifier import to_device_tensors
 from synthgap.train.state import state_file
 
@@ -33,12 +34,12 @@ METRICS = ("val_top1", "test_top1", "test_top5", "best_test_top1")
 
 
 def main() -> None:
-    workspace = workspace_root()
-    params = load_stage_params(STAGE, workspace / "params.yaml")
+    params = load_stage_params(STAGE, workspace_root() / "params.yaml")
+    paths = stage_paths(STAGE, "data", "out", "reports")
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="common") as run:
-        data = load_processed(workspace / "data" / "processed")
+        data = load_processed(paths.data)
         seed_everything(params.seed)
         train = to_device_tensors(data.x_train, data.y_train, device)
         evals = {split: to_device_tensors(*data.split(split), device) for split in ("val", "test") if len(data.split(split)[1])}
@@ -65,8 +66,8 @@ def main() -> None:
         rows = [r for r in all_rows if r["cell"] == "real"]
         filter_row = next((r for r in all_rows if r["cell"] == "filter"), None)
         first = jobs[-1] if cfg.filter else jobs[0]  # the reference classifier (GaFi's sample filter)
-        save_classifier(first.model, workspace / "models" / STAGE / "classifier.pt")
-        reports = workspace / "reports" / STAGE
+        save_classifier(first.model, paths.out)
+        reports = paths.reports
         atomic_write_csv(reports / "history.csv", first.result.history)
         atomic_write_csv(reports / "per_class.csv", [
             {"class": name, "test_top1": acc} for name, acc in zip(data.classes, first.result.final["test_per_class"])

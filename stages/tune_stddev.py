@@ -1,8 +1,8 @@
 """Stage tune_stddev@<seed>: the Expansion Trick's noise stddev, on the selected checkpoint.
 
 GaFi step 3: stddev over ``gafi.search.stddevs`` with threshold 0.0 and the fast pipeline. Reads the
-checkpoint from ``reports/gafi/select_checkpoint/seed_<seed>.json``; writes
-``reports/gafi/tune_stddev/seed_<seed>.json``.
+checkpoint select_checkpoint chose (``--checkpoint``, ``reports/gafi/select_checkpoint/<seed>.json``); writes
+``--out`` (``reports/gafi/tune_stddev/<seed>.json``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ STAGE = "tune_stddev"
 
 
 def main() -> None:
-    params, gseed, workspace = gafi_foreach_params(STAGE)
-    reports = workspace / "reports" / "gafi"
+    params, gseed, paths = gafi_foreach_params(STAGE, "data", "reference", "generators", "checkpoint", "out")
     with StageRun(params, experiment="gafi") as run:
-        checkpoint = read_choice(reports / "select_checkpoint" / f"seed_{gseed}.json")["checkpoint"]
-        ctx = GafiContext(params, workspace, resolve_device(params.device))
+        checkpoint = read_choice(paths.checkpoint)["checkpoint"]
+        ctx = GafiContext(params, paths.data, paths.reference, paths.generators, resolve_device(params.device))
         cells = [
             Cell(f"stddev={s}", (Member(gseed, checkpoint, s, 0.0),), ctx.cfg.search.fast_recycle)
             for s in ctx.cfg.search.stddevs
         ]
-        best = run_grid(ctx, run, params.stage, cells, reports / STAGE / f"seed_{gseed}.json")
+        best = run_grid(ctx, run, params.stage, cells, paths.out)
         print(f"{params.stage}: best stddev {best['stddev']} (score {best['score']:.2f}, CAS {best['cas']:.2f})")
 
 

@@ -21,7 +21,6 @@ import torch
 from synthgap import staging
 from synthgap.errors import UserError
 from synthgap.paths import atomic_write_text
-from tests.conftest import REPO
 from tests.stages.test_stages import (assert_one_error_line, run_killed, run_stage, run_stage_here, snapshot, stage_env,
                                       workspace)
 
@@ -32,7 +31,6 @@ SLOW_TRAIN = {"trials: 2": "trials: 1", "epochs: 2": "epochs: 4, checkpoint_ever
 def prepared(tmp_path_factory) -> Path:
     """A workspace (with the repository's dvc.yaml) after prepare_data and one train_reference run."""
     ws = workspace(tmp_path_factory.mktemp("prepared"))
-    shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")
     for stage in ("prepare_data", "train_reference"):
         proc = run_stage_here(stage, ws)
         assert proc.returncode == 0, proc.stderr
@@ -56,8 +54,8 @@ def runs_of(ws: Path, experiment: str = "common", uri: str | None = None) -> lis
     return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
 
 
-def popen_stage(stage: str, ws: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=ws, env=stage_env(), stdout=subprocess.PIPE,
+def popen_stage(stage: str, ws: Path, *args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}", *args], cwd=ws, env=stage_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -180,6 +178,7 @@ def test_a_read_only_output_folder_stops_before_compute(prepared, tmp_path):
 
 def test_a_file_size_limit_hit_during_the_run_replaces_nothing(prepared, tmp_path):
     ws = copy_of(prepared, tmp_path, **{"width: 4": "width: 24"})  # a 2.5 MB classifier.pt
+    args = staging.declared_command(ws, "train_reference")  # its paths, passed as DVC passes them
     (ws / "dvc.yaml").unlink()  # no record of the outputs' sizes: the limit is only met when writing
     before = snapshot(ws)
     limit = 1_500_000  # above mlflow.db, below the new weights
@@ -187,7 +186,7 @@ def test_a_file_size_limit_hit_during_the_run_replaces_nothing(prepared, tmp_pat
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = popen_stage("train_reference", ws, preexec_fn=small_files)
+    proc = popen_stage("train_reference", ws, *args, preexec_fn=small_files)
     _, err = proc.communicate(timeout=300)
     assert_one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, "", err),
                           "could not write", "File too large", "no output of this stage was replaced")

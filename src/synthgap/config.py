@@ -188,11 +188,12 @@ class TrainReferenceConfig(Section):
         "Data classifiers is the filter.")
 
 
-def check_grid(name: str, values: tuple, ok, rule: str) -> None:
+def check_grid(name: str, values: tuple, ok, rule: str, allow_empty: bool = False) -> None:
+    """Every value of the grid ``name`` passes ``ok`` (else ``rule`` is the error); empty only with ``allow_empty``."""
     bad = [v for v in values if not ok(v)]
     if bad:
         raise ValueError(f"{name}: {rule}, got {bad}")
-    if not values:
+    if not values and not allow_empty:
         raise ValueError(f"{name} must not be empty")
 
 
@@ -397,10 +398,9 @@ class EquivalenceConfig(Section):
             if named.count(n_base) > 1:
                 raise ValueError(f"ratios_by_base names n_base {n_base} twice")
         for own in self.ratios_by_base:
-            for setting in ("real", "closed", "open"):
-                bad = [v for v in getattr(own, setting) or () if not v > 0]  # [] is allowed: no such cells
-                if bad:
-                    raise ValueError(f"ratios_by_base[{own.n_base}].{setting}: each ratio must be positive, got {bad}")
+            for setting in ("real", "closed", "open"):  # [] is allowed: no such cells
+                check_grid(f"ratios_by_base[{own.n_base}].{setting}", getattr(own, setting) or (), lambda v: v > 0,
+                           "each ratio must be positive", allow_empty=True)
         return self
 
     def ratios(self, n_base: int, setting: str) -> tuple[float, ...]:

@@ -25,6 +25,19 @@ os.umask(_UMASK)
 _DVC_TMP_WORKSPACE = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
 
+def item_path(folder: Path, item: int | str, suffix: str = "") -> Path:
+    """The output of instance ``<stage>@<item>`` of a foreach stage in the folder that holds every instance's:
+    ``<folder>/<item><suffix>`` (``models/train_generator/0``, ``reports/equivalence/augment/100.json``), so an
+    instance has one name everywhere (stage, output, metrics file ``reports/metrics/<stage>@<item>.json``,
+    MLflow run)."""
+    return folder / f"{item}{suffix}"
+
+
+def instance_of(path: Path) -> str:
+    """The stage instance that wrote ``path``: ``<stage>@<item>`` for an :func:`item_path` output."""
+    return f"{path.parent.name}@{path.name.removesuffix(''.join(path.suffixes))}"
+
+
 def upstream(path: Path, stage: str) -> Path:
     """``path``, an output of ``stage`` that this stage reads; one line naming that stage when it is missing."""
     from synthgap.errors import UserError

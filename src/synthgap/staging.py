@@ -204,6 +204,34 @@ def is_declared(key: str, declared: tuple[str, ...]) -> bool:
     return any(key == d or key.startswith(d + ".") for d in declared)
 
 
+def declared_command(workspace: Path, stage: str) -> list[str]:
+    """The arguments ``dvc.yaml``'s ``cmd`` passes to ``stage`` (``name`` or ``name@item``), after
+    ``python -m stages.<name>``, with ``${item}`` and ``${<params.yaml key>}`` filled in as DVC fills them;
+    empty without a ``dvc.yaml`` or an entry for the stage."""
+    import re
+    import shlex
+
+    import yaml
+
+    try:
+        stages = _load_yaml(workspace / "dvc.yaml").get("stages", {})
+        params = _load_yaml(workspace / "params.yaml") if (workspace / "params.yaml").is_file() else {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    item = stage.partition("@")[2]
+
+    def value(match: re.Match) -> str:
+        if match[1] == "item":
+            return item
+        node = params
+        for part in match[1].split("."):
+            node = node[part]
+        return str(node)
+
+    cmd = str(_stage_spec(stages, stage).get("cmd") or "")
+    return shlex.split(re.sub(r"\$\{\s*([\w.]+)\s*\}", value, cmd))[3:]
+
+
 def declared_outputs(workspace: Path, stage: str) -> dict[Path, tuple[int, int]]:
     """The outputs ``dvc.yaml`` declares for ``stage`` (``name`` or ``name@item``), each with its size and
     mean file size in ``dvc.lock`` from the last run (0, 0 if unknown); empty without a ``dvc.yaml``."""

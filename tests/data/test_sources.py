@@ -228,9 +228,10 @@ def test_unknown_dataset():
 
 
 def test_raw_path_is_anchored_at_the_root(tmp_path):
-    assert raw_path("cifar10", None, tmp_path) == tmp_path / "data" / "raw" / "cifar10"
-    assert raw_path("npz", "x/d.npz", tmp_path) == tmp_path / "x" / "d.npz"
-    assert raw_path("npz", "/abs/d.npz", tmp_path) == Path("/abs/d.npz")
+    raw = tmp_path / "data" / "raw"
+    assert raw_path("cifar10", None, tmp_path, raw) == raw / "cifar10"
+    assert raw_path("npz", "x/d.npz", tmp_path, raw) == tmp_path / "x" / "d.npz"
+    assert raw_path("npz", "/abs/d.npz", tmp_path, raw) == Path("/abs/d.npz")
 
 
 def test_npz_of_28_px_images_is_resized_to_data_image_size(tmp_path):

@@ -141,8 +141,8 @@ def test_every_table_cell_is_in_its_stages_metrics_file(chain):
     to the cell's mean in the stage's report."""
     n_base = yaml.safe_load((chain / "params.yaml").read_text())["equivalence"]["base_sizes"][0]
     for stage, report, key in (("ablate_filtering", ("gafi", "ablate_filtering.json"), "cas"),
-                               ("tune_threshold@0", ("gafi", "tune_threshold", "seed_0.json"), "cas"),
-                               (f"augment@{n_base}", ("equivalence", "augment", f"base_{n_base}.json"), "accuracy")):
+                               ("tune_threshold@0", ("gafi", "tune_threshold", "0.json"), "cas"),
+                               (f"augment@{n_base}", ("equivalence", "augment", f"{n_base}.json"), "accuracy")):
         table = read(chain, "reports", *report)
         rows = table.get("cells") or table["rows"]  # augment: rows are trials, cells their means
         per_cell = read(chain, "reports", "metrics", f"{stage}.json")["per_cell"]
@@ -154,10 +154,10 @@ def test_every_table_cell_is_in_its_stages_metrics_file(chain):
 
 
 def test_the_searches_hand_their_choice_down_the_chain(chain):
-    checkpoint = read(chain, "reports", "gafi", "select_checkpoint", "seed_0.json")["best"]["checkpoint"]
-    stddev = read(chain, "reports", "gafi", "tune_stddev", "seed_0.json")
+    checkpoint = read(chain, "reports", "gafi", "select_checkpoint", "0.json")["best"]["checkpoint"]
+    stddev = read(chain, "reports", "gafi", "tune_stddev", "0.json")
     assert {row["checkpoint"] for row in stddev["rows"]} == {checkpoint}  # tune_stddev searches at the chosen checkpoint
-    threshold = read(chain, "reports", "gafi", "tune_threshold", "seed_0.json")
+    threshold = read(chain, "reports", "gafi", "tune_threshold", "0.json")
     assert {(r["checkpoint"], r["stddev"]) for r in threshold["rows"]} == {(checkpoint, stddev["best"]["stddev"])}
     (member,) = read(chain, "reports", "gafi", "cas_final.json")["best"]["members"]
     assert (member["checkpoint"], member["stddev"], member["threshold"]) == (
@@ -210,13 +210,13 @@ def test_the_equivalence_chain_trains_samples_augments_and_measures(chain):
     n_base = yaml.safe_load((chain / "params.yaml").read_text())["equivalence"]["base_sizes"][0]
     import numpy as np
 
-    with np.load(chain / "data" / "synthetic" / "sample_diffusion" / f"base_{n_base}.npz") as pool:
+    with np.load(chain / "data" / "synthetic" / "sample_diffusion" / f"{n_base}.npz") as pool:
         assert pool["x_train"].dtype == np.uint8 and float(pool["seconds"]) > 0
         assert np.bincount(pool["y_train"], minlength=10).min() >= len(pool["y_train"]) // 10  # class-balanced
-    grid = read(chain, "reports", "equivalence", "augment", f"base_{n_base}.json")
+    grid = read(chain, "reports", "equivalence", "augment", f"{n_base}.json")
     assert {c["setting"] for c in grid["cells"]} == {"real", "closed"}
     assert all(len(c["accuracy_trials"]) == 2 for c in grid["cells"])
-    measured = read(chain, "reports", "equivalence", "measure_synthetic", f"base_{n_base}.json")
+    measured = read(chain, "reports", "equivalence", "measure_synthetic", f"{n_base}.json")
     assert measured["frechet_distance"] >= 0 and 0 <= measured["domain_accuracy"] <= 100
 
 
@@ -251,11 +251,12 @@ def test_summarize_results_merges_every_part_into_one_metrics_file(chain):
 
 
 def test_fit_equivalence_refits_the_committed_grid_to_the_committed_formula(tmp_path):
-    """The pipeline mode of fit_equivalence (no arguments) on the augment results that `dvc repro` wrote and
+    """The pipeline mode of fit_equivalence (dvc.yaml's paths) on the augment results that `dvc repro` wrote and
     committed, in a fresh workspace whose MLflow holds none of their runs (so the JSON rows are read): the
     same c1, c2, R² and intervals as the committed reports/equivalence/equivalence.json."""
     (tmp_path / ".git").mkdir()
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "reports" / "equivalence" / "augment", tmp_path / "reports" / "equivalence" / "augment")
     run_in_process(tmp_path, "prepare_data")       # the class names; a clean clone has no data/processed
     run_in_process(tmp_path, "fit_equivalence")

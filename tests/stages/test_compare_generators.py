@@ -45,7 +45,7 @@ def ws(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     spec = GanSpec(10, 8, 1, z_dim=8, shared_dim=8, g_width=4, d_width=4, depth=1, attention_resolution=0, dataset="digits")
     for epoch in (1, 2):
-        save_generator(Generator(spec).eval(), ws / "models" / "train_generator" / "seed_0" / f"epoch_{epoch:04d}.pt", epoch)
+        save_generator(Generator(spec).eval(), ws / "models" / "train_generator" / "0" / f"epoch_{epoch:04d}.pt", epoch)
     (ws / "reports" / "gafi").mkdir(parents=True)
     member = {"generator_seed": 0, "checkpoint": 1, "stddev": 1.5, "threshold": 0.0}
     (ws / "reports" / "gafi" / "cas_final.json").write_text(json.dumps({"best": {"members": [member], "recycle": 1}}))
@@ -53,8 +53,8 @@ def ws(tmp_path_factory) -> Path:
              {"setting": "real", "n_base": 50, "n_real_added": 150, "accuracy": 95.0},
              {"setting": "closed", "n_base": 50, "n_real_added": 0, "accuracy": 99.0}]
     (ws / "reports" / "equivalence" / "augment").mkdir(parents=True)
-    (ws / "reports" / "equivalence" / "augment" / "base_50.json").write_text(json.dumps({"cells": cells}))
-    write_pool(ws / "data" / "synthetic" / "sample_diffusion" / "base_50.npz", 400, seconds=2.0, seed=1)
+    (ws / "reports" / "equivalence" / "augment" / "50.json").write_text(json.dumps({"cells": cells}))
+    write_pool(ws / "data" / "synthetic" / "sample_diffusion" / "50.npz", 400, seconds=2.0, seed=1)
     for mode, seed in (("txt2img", 2), ("img2img", 3)):
         write_pool(ws / "data" / "synthetic" / "synthesize_realfake" / f"full_{mode}.npz", 400, seconds=8.0, seed=seed)
     run_in_process(ws, "compare_generators")
@@ -119,10 +119,10 @@ def test_a_set_larger_than_a_pool_and_a_missing_input_end_with_one_line_and_touc
     before, params = snapshot(ws), (ws / "params.yaml").read_text()
     try:
         (ws / "params.yaml").write_text(params.replace("images: 100", "images: 1000"))
-        assert_one_error_line(run_stage_here("compare_generators", ws), "base_50.npz holds 40 images of class 0",
+        assert_one_error_line(run_stage_here("compare_generators", ws), "50.npz holds 40 images of class 0",
                               "compare_generators.images")
         (ws / "params.yaml").write_text(params.replace("edm_base: 50", "edm_base: 60"))
-        assert_one_error_line(run_stage_here("compare_generators", ws), "base_60.npz not found", "dvc repro sample_diffusion@60")
+        assert_one_error_line(run_stage_here("compare_generators", ws), "sample_diffusion/60.npz not found", "dvc repro sample_diffusion@60")
     finally:
         (ws / "params.yaml").write_text(params)
     assert snapshot(ws) == before

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from tests.conftest import REPO
 from tests.stages.test_stages import TINY, assert_one_error_line, run_in_process, run_stage_here, snapshot
 
 REALFAKE = """realfake:
@@ -32,6 +33,7 @@ STAGES = ("prepare_data", "train_reference", "pretrain_base_model", "finetune_lo
 def realfake(tmp_path_factory):
     ws = tmp_path_factory.mktemp("realfake")
     (ws / "params.yaml").write_text(TINY.format(name="digits", path="null") + REALFAKE)
+    shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")  # the stages take their paths from its cmd
     for stage in STAGES:  # in this process, as `python -m stages.<stage>` runs it: no 8 interpreter start-ups
         run_in_process(ws, stage)
     return ws
@@ -147,7 +149,8 @@ def test_every_variant_and_mode_starts_each_image_from_the_same_seed(tmp_path, m
         def __exit__(self, *exc):
             return False
 
-    stubs = dict(realfake_params=lambda name: (params, tmp_path), resolve_device=lambda d: "cpu",
+    paths = SimpleNamespace(data=tmp_path, stand_in=tmp_path, adapters=tmp_path, out=tmp_path, previews=tmp_path)
+    stubs = dict(realfake_params=lambda name, *wanted: (params, paths), resolve_device=lambda d: "cpu",
                  StageRun=lambda *a, **k: Run(), load_processed=lambda path: data,
                  prompts_for=lambda *a: ["photo"] * n,
                  to_device_tensors=lambda x, y, d: (torch.zeros(n, 1, 8, 8, dtype=torch.uint8), torch.from_numpy(y)),

@@ -23,7 +23,7 @@ gafi:
 
 
 def final_weights(ws: Path) -> dict:
-    payload = torch.load(ws / "models" / "train_generator" / "seed_0" / "epoch_0004.pt", weights_only=True)
+    payload = torch.load(ws / "models" / "train_generator" / "0" / "epoch_0004.pt", weights_only=True)
     return payload["state_dict"]
 
 
@@ -40,7 +40,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     state_dir = killed / ".synthgap" / "state"
     assert any(state_dir.glob("train_generator@0-*.pt")) and any((killed / "models").rglob("epoch_0002.pt"))
-    assert not (killed / "models" / "train_generator" / "seed_0" / "epoch_0004.pt").exists()
+    assert not (killed / "models" / "train_generator" / "0" / "epoch_0004.pt").exists()
 
     resumed = run_stage_here("train_generator", killed, "0")
     assert resumed.returncode == 0, resumed.stderr

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,7 @@ def workspace(tmp_path: Path, name: str = "digits", path: str = "null", **edits:
     for old, new in edits.items():
         text = text.replace(old, new)
     (tmp_path / "params.yaml").write_text(text)
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")  # the stages take their paths from its cmd
     return tmp_path
 
 

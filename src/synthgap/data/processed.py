@@ -6,7 +6,8 @@
 - ``info.json``: dataset name, class names, image shape, per-class counts of every split and the split seed.
 
 Base subsets (Equivalence) are not stored: ``ProcessedData.base_subset(n)`` draws them from the train split
-(or train + validation, ``ProcessedData.with_val_in_train``) with the split seed, so adding a base size never changes this folder (and never reruns its dependants).
+(or train + validation, ``ProcessedData.with_val_in_train``) with the split seed, so adding a base size never
+changes this folder (and never reruns its dependants).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class ProcessedData:
     def with_val_in_train(self) -> ProcessedData:
         """The train split followed by the validation split as one train split, validation left empty: for
         training on both (``gafi.gan.merge_train_val``, ``equivalence.merge_train_val``)."""
-        return replace(self, x_train=np.concatenate([self.x_train, self.x_val]), y_train=np.concatenate([self.y_train, self.y_val]),
+        return replace(self, x_train=np.concatenate([self.x_train, self.x_val]),
+                       y_train=np.concatenate([self.y_train, self.y_val]),
                        x_val=self.x_val[:0], y_val=self.y_val[:0])
 
     def base_subset(self, size: int) -> np.ndarray:
@@ -77,15 +79,22 @@ class ProcessedData:
 
 def save_processed(data: ProcessedData, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_save_npz(folder / "dataset.npz", **{f"{p}_{s}": data.split(s)[i] for s in SPLITS for i, p in enumerate("xy")})
+    arrays = {f"{p}_{s}": data.split(s)[i] for s in SPLITS for i, p in enumerate("xy")}
+    atomic_save_npz(folder / "dataset.npz", **arrays)
     atomic_write_json(folder / "info.json", data.info())
+
+
+def load_info(folder: Path) -> dict:
+    """The ``info.json`` of the processed dataset in ``folder`` (name, classes, shape, sizes), without its images."""
+    folder = Path(folder)
+    if not (folder / "info.json").is_file() or not (folder / "dataset.npz").is_file():
+        raise UserError(f"no processed dataset in {folder}", "run `dvc repro prepare_data` first")
+    return json.loads((folder / "info.json").read_text())
 
 
 def load_processed(folder: Path) -> ProcessedData:
     folder = Path(folder)
-    if not (folder / "info.json").is_file() or not (folder / "dataset.npz").is_file():
-        raise UserError(f"no processed dataset in {folder}", "run `dvc repro prepare_data` first")
-    info = json.loads((folder / "info.json").read_text())
+    info = load_info(folder)
     arrays = read_npz(folder / "dataset.npz", tuple(f"{p}_{s}" for s in SPLITS for p in "xy"))
     return ProcessedData(info["name"], tuple(info["classes"]), split_seed=int(info.get("split_seed", 0)), **arrays)
 

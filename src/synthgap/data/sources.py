@@ -373,10 +373,10 @@ def load_npz(path: Path, download: bool, image_size: int | None) -> ImageDataset
     return ImageDataset(path.stem, classes, x_train, y_train, x_test, y_test, str(path))  # tables name the file
 
 
-def raw_path(name: str, path: str | None, root: Path) -> Path:
-    """Where the raw files of a dataset live: ``data.path`` (relative to the repository root) or
-    ``data/raw/<name>``."""
+def raw_path(name: str, path: str | None, root: Path, raw: Path) -> Path:
+    """Where the raw files of a dataset live: ``data.path`` (relative to the repository ``root``) or
+    ``<raw>/<name>``, ``raw`` being the folder of downloads (``data/raw``)."""
     if path is None:
-        return root / "data" / "raw" / name
+        return raw / name
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else root / candidate

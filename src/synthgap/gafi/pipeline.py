@@ -17,7 +17,7 @@ from synthgap.gafi.cas import GeneratorChoice, cas_model, cas_scores, cas_source
 from synthgap.grid import Job, run_jobs, summarise
 from synthgap.models import check_compatible, load_classifier
 from synthgap.models.biggan import Generator
-from synthgap.paths import atomic_write_json, read_upstream_json
+from synthgap.paths import atomic_write_json, instance_of, item_path, read_upstream_json
 from synthgap.seeding import trial_seed
 from synthgap.train.classifier import to_device_tensors
 from synthgap.train.gan import checkpoint_path, list_checkpoints, load_generator
@@ -53,14 +53,10 @@ class Cell:
         }
 
 
-def generator_dir(workspace: Path, generator_seed: int) -> Path:
-    return workspace / "models" / "train_generator" / f"seed_{generator_seed}"
-
-
 def read_choice(path: Path) -> dict:
-    """The ``best`` entry a search stage wrote (each stage reads the previous stage's choice from disk)."""
-    item = path.stem.removeprefix("seed_")           # reports/gafi/<stage>/seed_<s>.json: stage <stage>@<s>
-    return read_upstream_json(path, path.parent.name + (f"@{item}" if item != path.stem else ""))["best"]
+    """The ``best`` entry a search stage wrote at ``path`` (an :func:`~synthgap.paths.item_path` output: each
+    stage reads the previous stage's choice from disk)."""
+    return read_upstream_json(path, instance_of(path))["best"]
 
 
 def write_grid(path: Path, rows: list[dict], best: dict | None, **extra) -> None:
@@ -68,16 +64,19 @@ def write_grid(path: Path, rows: list[dict], best: dict | None, **extra) -> None
 
 
 class GafiContext:
-    def __init__(self, params, workspace: Path, device):
+    """What every CAS cell of a GaFi stage needs: the processed data (folder ``data``), the sample filter (the
+    reference classifier's file ``reference``), and the generators (``generators``: train_generator's folder,
+    one :func:`~synthgap.paths.item_path` subfolder of checkpoints per generator seed)."""
+
+    def __init__(self, params, data: Path, reference: Path, generators: Path, device):
         self.cfg: GafiConfig = params.section
         self.seed = params.seed
         self.trials = params.trials
-        self.workspace = workspace
+        self.generators = generators
         self.device = device
-        self.data: ProcessedData = load_processed(workspace / "data" / "processed")
-        path = workspace / "models" / "train_reference" / "classifier.pt"
-        self.filter = load_classifier(path, device).eval()
-        check_compatible(self.filter, self.data.num_classes, self.data.image_shape, self.data.name, path)
+        self.data: ProcessedData = load_processed(data)
+        self.filter = load_classifier(reference, device).eval()
+        check_compatible(self.filter, self.data.num_classes, self.data.image_shape, self.data.name, reference)
         self.evals = {s: to_device_tensors(*self.data.split(s), device) for s in ("val", "test") if len(self.data.split(s)[1])}
         if self.cfg.select_on == "val" and "val" not in self.evals:
             raise UserError("gafi.select_on is val but the validation split is empty",
@@ -86,7 +85,7 @@ class GafiContext:
         self._generators: dict[tuple[int, int], Generator] = {}
 
     def saved(self, generator_seed: int) -> dict[int, Path]:
-        saved = list_checkpoints(generator_dir(self.workspace, generator_seed))
+        saved = list_checkpoints(item_path(self.generators, generator_seed))
         if not saved:
             raise UserError(f"no generator checkpoints for seed {generator_seed}",
                             f"run `dvc repro train_generator@{generator_seed}` first")
@@ -113,7 +112,7 @@ class GafiContext:
     def generator(self, generator_seed: int, epoch: int) -> Generator:
         key = (generator_seed, epoch)
         if key not in self._generators:
-            path = checkpoint_path(generator_dir(self.workspace, generator_seed), epoch)
+            path = checkpoint_path(item_path(self.generators, generator_seed), epoch)
             if not path.is_file():
                 raise UserError(f"generator checkpoint {path} not found", f"run `dvc repro train_generator@{generator_seed}`")
             generator = load_generator(path, self.device)

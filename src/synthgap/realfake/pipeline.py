@@ -25,7 +25,6 @@ from synthgap.realfake.finetune import LoraSpec, UnetTraining
 from synthgap.realfake.synthesis import SynthesisSpec, class_prompt
 from synthgap.stats import estimate
 
-STAND_IN = Path("models") / "pretrain_base_model"
 VARIANTS = {  # name -> (visual guidance, distribution matching); "base" has no adapter at all
     "plain": (False, False),
     "guidance": (True, False),
@@ -66,15 +65,16 @@ def prompts_for(cfg: RealFakeConfig, data: ProcessedData, root: Path, indices: n
     return [class_prompt(words[data.y_train[i]], caps[i], cfg.prompt_template) for i in indices]
 
 
-def model_folders(cfg: RealFakeConfig, workspace: Path, root: Path) -> tuple[Path, Path | None]:
-    """(Stable Diffusion folder, CLIP vision folder): the configured ones, or the stand-in's."""
-    base = root / cfg.base_model if cfg.base_model else workspace / STAND_IN
+def model_folders(cfg: RealFakeConfig, stand_in: Path, root: Path) -> tuple[Path, Path | None]:
+    """(Stable Diffusion folder, CLIP vision folder): the configured ones (relative to ``root``), or the
+    stand-in's (pretrain_base_model's folder ``stand_in``)."""
+    base = root / cfg.base_model if cfg.base_model else stand_in
     vision = root / cfg.vision_model if cfg.vision_model else base / "image_encoder"
     return base, vision
 
 
-def load_model(cfg: RealFakeConfig, workspace: Path, root: Path, device, with_vision: bool = True) -> BaseModel:
-    base, vision = model_folders(cfg, workspace, root)
+def load_model(cfg: RealFakeConfig, stand_in: Path, root: Path, device, with_vision: bool = True) -> BaseModel:
+    base, vision = model_folders(cfg, stand_in, root)
     return load_base_model(base, vision if with_vision else None, device)
 
 
@@ -143,12 +143,14 @@ def set_seeds(seed: int, n: int, trials: int, copies: int, stage: str = "synthes
                       for t in range(trials) for c in range(copies)]).tolist()
 
 
-def set_path(workspace: Path, variant: str, mode: str) -> Path:
-    return workspace / "data" / "synthetic" / "synthesize_realfake" / f"{variant}_{mode}.npz"
+def set_path(folder: Path, variant: str, mode: str) -> Path:
+    """The synthetic set of ``variant`` in ``mode`` in synthesize_realfake's output folder."""
+    return folder / f"{variant}_{mode}.npz"
 
 
-def adapter_path(workspace: Path, variant: str) -> Path:
-    return workspace / "models" / "finetune_lora" / variant / "adapter.pt"
+def adapter_path(folder: Path, variant: str) -> Path:
+    """The LoRA adapter of ``variant`` in finetune_lora's output folder."""
+    return folder / variant / "adapter.pt"
 
 
 # ------------------------------------------------------------------------------------------- table cells
