@@ -88,6 +88,7 @@ def main() -> None:
         key, _, text = item.partition("=")
         set_key(params, key, yaml.safe_load(text))
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(root / "dvc.yaml", ws / "dvc.yaml")  # the stages take their paths from its cmd
     print(f"quick_gafi: workspace {ws}, {args.preset} on {data} ({device.type})", flush=True)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}

@@ -1,7 +1,7 @@
 """Stage fit_equivalence: regress the equivalence formula (Equivalence paper, appendix A) from results.
 
 In the pipeline (``dvc repro``, the paths of dvc.yaml's cmd) it reads the ``augment@<n_base>`` results: the
-child runs of each stage's MLflow run (its id is in the stage's metrics file ``--runs/augment@<n>.json``),
+child runs of each stage's MLflow run (its id is in the stage's metrics file ``--metrics/augment@<n>.json``),
 falling back to the rows of ``--grids/<n>.json`` (``reports/equivalence/augment/``) when MLflow lacks them
 (DVC's run-cache skipped the stage, or the database is elsewhere), and writes ``--out``
 (``reports/equivalence/``).
@@ -62,9 +62,9 @@ def write_outputs(frame: pd.DataFrame, fits: dict, out: Path, label: str, n_tota
         figures.ir_plot(ir, out / "improvement_ratio.png", label)
 
 
-def collect_pipeline_results(grids: Path, runs: Path, base_sizes, uri: str) -> tuple[pd.DataFrame, dict]:
+def collect_pipeline_results(grids: Path, metrics_folder: Path, base_sizes, uri: str) -> tuple[pd.DataFrame, dict]:
     """Rows of every augment@<n> stage, from MLflow where complete (the stage's run id is in its metrics
-    file in the folder ``runs``), else from the stage's JSON file in the folder ``grids``."""
+    file in ``metrics_folder``), else from the stage's JSON file in the folder ``grids``."""
     import json
 
     from synthgap.paths import instance_of, item_path
@@ -74,7 +74,7 @@ def collect_pipeline_results(grids: Path, runs: Path, base_sizes, uri: str) -> t
     for n_base in base_sizes:
         path = item_path(grids, n_base, ".json")
         file_rows = pd.DataFrame(read_upstream_json(path, instance_of(path))["rows"])
-        metrics = runs / f"{instance_of(path)}.json"
+        metrics = metrics_folder / f"{instance_of(path)}.json"
         parent = json.loads(metrics.read_text()).get("mlflow_run_id") if metrics.is_file() else None
         runs = []
         if parent:
@@ -137,11 +137,11 @@ def pipeline_main() -> None:
     from stages.common import stage_paths
 
     params = load_stage_params("fit_equivalence", workspace_root() / "params.yaml", section="equivalence")
-    paths = stage_paths("fit_equivalence", "data", "grids", "runs", "out")
+    paths = stage_paths("fit_equivalence", "data", "grids", "metrics", "out")
     cfg, out = params.section, paths.out
     with StageRun(params, experiment="equivalence") as run:
         info = load_info(paths.data)
-        frame, sources = collect_pipeline_results(paths.grids, paths.runs, cfg.base_sizes, run.uri)
+        frame, sources = collect_pipeline_results(paths.grids, paths.metrics, cfg.base_sizes, run.uri)
         n_total = cfg.n_total or info["sizes"]["train"]
         fits = fit_all(frame, n_total, ratios=tuple(cfg.fit_ratios))
         atomic_write_csv(out / "results.csv", frame.to_dict("records"))

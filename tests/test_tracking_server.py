@@ -54,6 +54,7 @@ def run_workers(tmp_path: Path, uri: str) -> None:
         ws.mkdir()
         text = TINY.format(name="digits", path="null").replace("seed: 0", f"seed: {seed}")
         (ws / "params.yaml").write_text(text + f"tracking:\n  uri: {uri}\n")
+        shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")  # the stages take their paths from its cmd
         cmd = f"{sys.executable} -m stages.prepare_data && {sys.executable} -m stages.train_reference"
         procs.append(subprocess.Popen(cmd, shell=True, cwd=ws, env=env, stderr=subprocess.PIPE, text=True))
     for proc in procs:
