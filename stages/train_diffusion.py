@@ -1,5 +1,8 @@
 """Stage train_diffusion@<n_base>: the closed-set generator, an EDM model trained only on the base subset.
 
+With EDM's recipe as ``equivalence.diffusion`` sets it (:class:`synthgap.config.DiffusionConfig`): the
+augmentation pipe with augment labels, the EMA half-life with ramp-up, the lr ramp, a duration in images.
+
 Writes the EMA denoiser + settings to ``--out`` (``models/train_diffusion/<n>.pt``) and the loss log to
 ``--history`` (``reports/equivalence/train_diffusion/<n>.csv``). Killed runs resume from ``.synthgap/state/``.
 """
@@ -7,6 +10,7 @@ Writes the EMA denoiser + settings to ``--out`` (``models/train_diffusion/<n>.pt
 from __future__ import annotations
 
 from synthgap.errors import run_main
+from synthgap.diffusion.augment import AUGMENT_DIM, AugmentPipe
 from synthgap.models.unet import UNetSpec
 from synthgap.paths import atomic_write_csv, repo_root
 from synthgap.runtime import resolve_device
@@ -27,16 +31,20 @@ def main() -> None:
         data, idx = base_subset(paths.data, n_base, params.section.merge_train_val)
         h, _, c = data.image_shape
         arch = cfg.model_dump(include={"width", "channel_mult", "blocks", "attention_resolution", "dropout"})
-        spec = UNetSpec(data.num_classes, h, c, **arch, dataset=data.name)
+        augment = AugmentPipe(cfg.augment_p, cfg.augment_xflip) if cfg.augment_p > 0 else None
+        spec = UNetSpec(data.num_classes, h, c, **arch, augment_dim=AUGMENT_DIM if augment else 0, dataset=data.name)
         x, y = to_device_tensors(data.x_train[idx], data.y_train[idx], device)
+        steps = cfg.total_steps(min(cfg.batch_size, len(y)))
         identity = {"diffusion": cfg.model_dump(), "data": params.data.model_dump(), "n_base": n_base, "seed": params.seed}
         denoiser, history = train_diffusion(
-            spec, x, y, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
-            seed=params.seed, device=device, state_every=cfg.state_every, log_every=max(1, cfg.steps // 20),
+            spec, x, y, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
+            seed=params.seed, device=device, state_every=cfg.state_every, log_every=max(1, steps // 20),
             state_path=state_file(repo_root(), params.stage, identity), desc=params.stage,
             on_log=lambda r: run.log_metrics({"loss": r["loss"]}, step=r["step"]),
+            ema_halflife_kimg=cfg.ema_halflife_kimg, ema_rampup_ratio=cfg.ema_rampup_ratio,
+            lr_rampup_kimg=cfg.lr_rampup_kimg, augment=augment,
         )
-        save_denoiser(denoiser, paths.out, cfg.steps)
+        save_denoiser(denoiser, paths.out, steps)
         atomic_write_csv(paths.history, history)
         run.log_metrics({"final_loss": history[-1]["loss"], "n_base": n_base})
         run.log_metrics({"train_seconds": sum(r["seconds"] for r in history)}, timing=True)

@@ -187,7 +187,8 @@ def shrink_all(preset: dict, num_classes: int, train_images: int, test_images: i
     """:func:`shrink`, plus the Equivalence and Real-Fake stages cut to the minimum, for the whole graph."""
     p = shrink(preset, num_classes, train_images, test_images)
     diffusion = p["equivalence"]["diffusion"]
-    diffusion.update(steps=2, sampler_steps=2, batch_size=min(diffusion["batch_size"], 16), state_every=0)
+    diffusion.update(steps=2, duration_mimg=None, sampler_steps=2, batch_size=min(diffusion["batch_size"], 16),
+                     state_every=0)
     rf = p["realfake"]
     rf["pretrain"].update(vae_steps=2, unet_steps=2, width=preset["realfake"]["pretrain"]["width"])  # VAE: width / 2
     rf["finetune"].update(steps=2, batch_size=4, state_every=0)

@@ -13,6 +13,7 @@ Top-level keys that belong to no known section are rejected too, so a misspelt s
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -325,19 +326,36 @@ class GafiConfig(Section):
 
 
 class DiffusionConfig(Section):
-    """EDM denoiser trained from scratch on a base subset (the closed-set generator)."""
+    """EDM denoiser trained from scratch on a base subset (the closed-set generator). Defaults follow EDM's
+    CIFAR-10 recipe (NVlabs/edm train.py / training_loop.py): 200 Mimg in batches of 512, Adam lr 1e-3 ramped
+    up over 10 Mimg, EMA half-life 500 kimg with ramp-up ratio 0.05, augmentation p = 0.12 with augment labels,
+    dropout 0.13."""
 
     width: StrictInt = Field(128, ge=4, le=1024, description="UNet base width.")
     channel_mult: tuple[StrictInt, ...] = Field((1, 2, 2), min_length=1)
     blocks: StrictInt = Field(2, ge=1, le=8, description="Residual blocks per resolution.")
     attention_resolution: StrictInt = Field(16, ge=0, description="Self-attention at this size; 0 disables.")
-    dropout: Float = Field(0.1, ge=0, lt=1)
-    steps: StrictInt = Field(200_000, ge=1, description="Optimizer steps.")
+    dropout: Float = Field(0.13, ge=0, lt=1)
+    steps: StrictInt = Field(200_000, ge=1, description="Optimizer steps (unless duration_mimg is set).")
+    duration_mimg: Float | None = Field(200.0, gt=0, description="Training length in millions of images (EDM's "
+                                        "--duration, 200 on CIFAR-10); set, it decides the steps; null: steps.")
     batch_size: StrictInt = Field(512, ge=2)
     lr: Float = Field(1e-3, gt=0, le=1)
-    ema_decay: Float = Field(0.9999, ge=0, lt=1)
+    lr_rampup_kimg: Float = Field(10_000, ge=0, description="Linear lr ramp over this many thousand images; 0: none.")
+    ema_decay: Float = Field(0.9999, ge=0, lt=1, description="Per-step EMA decay, used when ema_halflife_kimg is null.")
+    ema_halflife_kimg: Float | None = Field(500, gt=0, description="EMA half-life in thousands of images; null: "
+                                            "ema_decay per step.")
+    ema_rampup_ratio: Float | None = Field(0.05, gt=0, description="Half-life at most this fraction of the images "
+                                           "seen so far; null: no ramp-up.")
+    augment_p: Float = Field(0.12, ge=0, le=1, description="EDM augmentation: probability of each transform, with "
+                             "augment labels fed to the network; 0: no augmentation.")
+    augment_xflip: StrictBool = Field(True, description="Horizontal flips among the augmentations (off for digits).")
     state_every: StrictInt = Field(1000, ge=0, description="Write resumable state every k steps (0: never).")
     sampler_steps: StrictInt = Field(18, ge=2, le=1000, description="Heun steps N (2N - 1 evaluations).")
+
+    def total_steps(self, batch: int) -> int:
+        """Optimizer steps: ``duration_mimg`` million images in batches of ``batch``, else ``steps``."""
+        return self.steps if self.duration_mimg is None else math.ceil(self.duration_mimg * 1e6 / batch)
 
 
 class OpenSetConfig(Section):

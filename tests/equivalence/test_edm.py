@@ -107,22 +107,74 @@ def toy_images(n=48):
     return x, y
 
 
+def killed_and_resumed(spec, x, y, kwargs, state, crash_at: int):
+    """The EMA denoiser of a run interrupted after logging step ``crash_at`` and then rerun (states every
+    ``log_every`` steps)."""
+    def crash(record):
+        if record["step"] == crash_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_diffusion(spec, x, y, state_every=kwargs["log_every"], state_path=state, on_log=crash, **kwargs)
+    return train_diffusion(spec, x, y, state_every=kwargs["log_every"], state_path=state, **kwargs)[0]
+
+
 def test_tiny_model_loss_falls_and_resume_is_exact(tmp_path):
     x, y = toy_images()
     kwargs = dict(steps=100, batch_size=16, lr=2e-3, ema_decay=0.9, seed=1, device="cpu", log_every=25)
     ema, history = train_diffusion(SPEC, x, y, **kwargs)
     assert history[-1]["loss"] < 0.7 * history[0]["loss"]
-
-    state = tmp_path / "state.pt"
-
-    def crash(record):
-        if record["step"] == 75:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_diffusion(SPEC, x, y, state_every=25, state_path=state, on_log=crash, **kwargs)
-    resumed, _ = train_diffusion(SPEC, x, y, state_every=25, state_path=state, **kwargs)
+    resumed = killed_and_resumed(SPEC, x, y, kwargs, tmp_path / "state.pt", 75)
     assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), resumed.state_dict().values()))
     save_denoiser(resumed, tmp_path / "edm.pt", 100)
     back = load_denoiser(tmp_path / "edm.pt")
     assert back.net.spec == SPEC
+
+
+def test_ema_half_life_and_its_ramp_up_follow_edm():
+    """beta = 0.5 ** (batch / half-life in images), the half-life capped at ratio x images seen (EDM's
+    training_loop.py); hand-computed values."""
+    from synthgap.train.diffusion import ema_beta, lr_factor
+
+    assert ema_beta(0, 512, 0.99, 500, 0.05) == 0.0  # nothing seen: the average is the network
+    assert ema_beta(10, 512, 0.99, 500, 0.05) == pytest.approx(0.25)  # cap 5120 x 0.05 = 256 images: 0.5 ** 2
+    assert ema_beta(10**6, 512, 0.99, 500, 0.05) == pytest.approx(0.5 ** (512 / 500_000))  # ramp over
+    assert ema_beta(3, 512, 0.99, 500, None) == pytest.approx(0.5 ** (512 / 500_000))
+    assert ema_beta(3, 512, 0.99, None, 0.05) == 0.99  # no half-life: the per-step decay
+    assert lr_factor(0, 512, 10_000) == 0.0 and lr_factor(9765, 512, 10_000) == pytest.approx(9765 * 512 / 1e7)
+    assert lr_factor(10**5, 512, 10_000) == 1.0 and lr_factor(0, 512, 0) == 1.0
+
+
+def test_edm_recipe_trains_with_augment_labels_and_resumes_exactly(tmp_path):
+    """The recipe's parts together on a toy set: the network gets the 9 augment labels (a network without
+    them is refused), the loss falls, and a killed run resumes to the uninterrupted weights."""
+    from synthgap.diffusion.augment import AUGMENT_DIM, AugmentPipe
+
+    x, y = toy_images()
+    spec = UNetSpec(3, 8, 1, width=8, channel_mult=(1, 2), blocks=1, attention_resolution=0, dropout=0.0,
+                    augment_dim=AUGMENT_DIM)
+    kwargs = dict(steps=60, batch_size=16, lr=2e-3, ema_decay=0.9, seed=1, device="cpu", log_every=20,
+                  ema_halflife_kimg=0.5, ema_rampup_ratio=0.05, lr_rampup_kimg=0.2, augment=AugmentPipe(0.3, False))
+    with pytest.raises(ValueError, match="augment_dim"):
+        train_diffusion(SPEC, x, y, **kwargs)
+    ema, history = train_diffusion(spec, x, y, **kwargs)
+    assert history[-1]["loss"] < history[0]["loss"]
+    resumed = killed_and_resumed(spec, x, y, kwargs, tmp_path / "state.pt", 40)
+    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), resumed.state_dict().values()))
+    save_denoiser(resumed, tmp_path / "edm.pt", 60)
+    assert load_denoiser(tmp_path / "edm.pt").net.spec.augment_dim == AUGMENT_DIM
+
+
+def test_augment_labels_reach_the_network_and_zero_labels_are_the_clean_mode():
+    from synthgap.diffusion.augment import AUGMENT_DIM
+
+    torch.manual_seed(0)
+    net = UNet(UNetSpec(3, 8, 1, width=8, channel_mult=(1,), blocks=1, attention_resolution=0, dropout=0.0,
+                        augment_dim=AUGMENT_DIM)).eval()
+    with torch.no_grad():  # residual branches and the output layer start at zero: give every weight a value
+        for param in net.parameters():
+            param.normal_(0, 0.3)
+    x, c_noise, labels = torch.randn(2, 1, 8, 8), torch.zeros(2), torch.tensor([0, 1])
+    clean = net(x, c_noise, labels)
+    torch.testing.assert_close(net(x, c_noise, labels, torch.zeros(2, AUGMENT_DIM)), clean)
+    assert not torch.allclose(net(x, c_noise, labels, torch.ones(2, AUGMENT_DIM)), clean)

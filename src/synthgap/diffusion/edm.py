@@ -43,10 +43,12 @@ class Denoiser(nn.Module):
         self.net = net
         self.sigma_data = sigma_data
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor,
+                augment_labels: torch.Tensor | None = None) -> torch.Tensor:
         sigma = sigma.reshape(-1, 1, 1, 1).to(x.dtype).expand(len(x), 1, 1, 1)
         c_skip, c_out, c_in, c_noise = preconditioning(sigma, self.sigma_data)
-        return c_skip * x + c_out * self.net(c_in * x, c_noise.flatten(), labels)
+        extra = () if augment_labels is None else (augment_labels,)
+        return c_skip * x + c_out * self.net(c_in * x, c_noise.flatten(), labels, *extra)
 
 
 def loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
@@ -54,16 +56,23 @@ def loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
 
 
 def edm_loss(denoiser: Denoiser, images: torch.Tensor, labels: torch.Tensor, cfg: EdmConfig, gen: torch.Generator,
-             shard=None) -> torch.Tensor:
-    """Mean weighted denoising loss of a batch of images in [-1, 1]. ``shard`` (data parallelism) selects
-    this process's part after the noise of the whole batch is drawn, so the draws match one process."""
+             shard=None, augment=None) -> torch.Tensor:
+    """Weighted denoising loss of a batch of images in [-1, 1], per image (summed over pixels). ``augment`` (an
+    :class:`~synthgap.diffusion.augment.AugmentPipe`) transforms the batch after the noise levels are drawn and
+    gives the network its augment labels, as EDM's loss does. ``shard`` (data parallelism) selects this
+    process's part after the whole batch's random draws, so they match one process."""
     n = len(images)
     sigma = (torch.randn(n, device=images.device, generator=gen) * cfg.p_std + cfg.p_mean).exp().view(-1, 1, 1, 1)
+    augment_labels = None
+    if augment is not None:
+        images, augment_labels = augment(images, gen)
     noise = torch.randn(images.shape, device=images.device, generator=gen) * sigma
     if shard is not None:
         images, labels, sigma, noise = shard(images), shard(labels), shard(sigma), shard(noise)
-    denoised = denoiser(images + noise, sigma, labels)
-    return (loss_weight(sigma, cfg.sigma_data) * (denoised - images) ** 2).mean()
+        augment_labels = None if augment_labels is None else shard(augment_labels)
+    denoised = denoiser(images + noise, sigma, labels, augment_labels)
+    # as EDM's training loop: summed over each image's pixels, averaged over the batch
+    return (loss_weight(sigma, cfg.sigma_data) * (denoised - images) ** 2).sum(dim=(1, 2, 3)).mean()
 
 
 def time_steps(steps: int, cfg: EdmConfig, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -27,6 +27,7 @@ class UNetSpec:
     blocks: int = 2
     attention_resolution: int = 16  # 0 disables
     dropout: float = 0.1
+    augment_dim: int = 0  # EDM's augment labels (synthgap.diffusion.augment), 0: trained without augmentation
     dataset: str = ""
 
 
@@ -77,6 +78,10 @@ class UNet(nn.Module):
         self.spec = spec
         width, emb_dim = spec.width, 4 * spec.width
         self.map_noise = nn.Sequential(nn.Linear(width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # as EDM: the augment labels join the noise embedding before the mapping layers (no bias: zeros add nothing)
+        self.map_augment = nn.Linear(spec.augment_dim, width, bias=False) if spec.augment_dim else None
+        if self.map_augment is not None:
+            nn.init.xavier_uniform_(self.map_augment.weight)  # EDM's init of this layer
         self.map_label = nn.Embedding(spec.num_classes, emb_dim)
         self.stem = nn.Conv2d(spec.channels, width, 3, padding=1)
         self.down, skips, ch, res = nn.ModuleList(), [width], width, spec.image_size
@@ -107,15 +112,20 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
-    def embed(self, c_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def embed(self, c_noise: torch.Tensor, labels: torch.Tensor, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
         half = self.spec.width // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, device=c_noise.device) / half)
         angles = c_noise.float()[:, None] * freqs[None]  # EDM feeds c_noise = ln(sigma) / 4 directly
         positional = torch.cat([angles.cos(), angles.sin()], dim=1)
+        if self.map_augment is not None and augment_labels is not None:
+            positional = positional + self.map_augment(augment_labels.to(positional.dtype))
         return F.silu(self.map_noise(positional) + self.map_label(labels))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        emb = self.embed(c_noise, labels)
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor,
+                augment_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``F(x, c_noise, y)``; ``augment_labels`` (N, augment_dim) in training with augmentation, None (the
+        clean mode, all zero) when sampling."""
+        emb = self.embed(c_noise, labels, augment_labels)
         h = self.stem(x)
         skips = [h]
         for layer in self.down:
