@@ -30,7 +30,7 @@ def main() -> None:
     with StageRun(params, experiment="equivalence") as run:
         data, idx = base_subset(paths.data, n_base, params.section.merge_train_val)
         h, _, c = data.image_shape
-        arch = cfg.model_dump(include={"width", "channel_mult", "blocks", "attention_resolution", "dropout"})
+        arch = cfg.model_dump(include={"width", "channel_mult", "blocks", "attention_resolution", "dropout", "layout"})
         augment = AugmentPipe(cfg.augment_p, cfg.augment_xflip) if cfg.augment_p > 0 else None
         spec = UNetSpec(data.num_classes, h, c, **arch, augment_dim=AUGMENT_DIM if augment else 0, dataset=data.name)
         x, y = to_device_tensors(data.x_train[idx], data.y_train[idx], device)

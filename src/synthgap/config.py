@@ -327,13 +327,16 @@ class GafiConfig(Section):
 
 class DiffusionConfig(Section):
     """EDM denoiser trained from scratch on a base subset (the closed-set generator). Defaults follow EDM's
-    CIFAR-10 recipe (NVlabs/edm train.py / training_loop.py): 200 Mimg in batches of 512, Adam lr 1e-3 ramped
-    up over 10 Mimg, EMA half-life 500 kimg with ramp-up ratio 0.05, augmentation p = 0.12 with augment labels,
-    dropout 0.13."""
+    CIFAR-10 recipe (NVlabs/edm train.py / training_loop.py): the DDPM++ network, 200 Mimg in batches of 512,
+    Adam lr 1e-3 ramped up over 10 Mimg, EMA half-life 500 kimg with ramp-up ratio 0.05, augmentation p = 0.12
+    with augment labels, dropout 0.13."""
 
     width: StrictInt = Field(128, ge=4, le=1024, description="UNet base width.")
-    channel_mult: tuple[StrictInt, ...] = Field((1, 2, 2), min_length=1)
-    blocks: StrictInt = Field(2, ge=1, le=8, description="Residual blocks per resolution.")
+    channel_mult: tuple[StrictInt, ...] = Field((2, 2, 2), min_length=1)
+    blocks: StrictInt = Field(4, ge=1, le=8, description="Residual blocks per resolution.")
+    layout: Literal["ddpm++", "compact"] = Field(
+        "ddpm++", description="ddpm++: EDM's DDPM++ network (residual resampling blocks, class before the mapping "
+        "layers; 56 M parameters at the defaults); compact: pooling between levels (synthgap.models.unet).")
     attention_resolution: StrictInt = Field(16, ge=0, description="Self-attention at this size; 0 disables.")
     dropout: Float = Field(0.13, ge=0, lt=1)
     steps: StrictInt = Field(200_000, ge=1, description="Optimizer steps (unless duration_mimg is set).")

@@ -28,6 +28,12 @@ class UNetSpec:
     attention_resolution: int = 16  # 0 disables
     dropout: float = 0.1
     augment_dim: int = 0  # EDM's augment labels (synthgap.diffusion.augment), 0: trained without augmentation
+    # "compact": average-pool / nearest-upsample between levels, attention after every block at its resolution,
+    # the class embedding added after the mapping layers. "ddpm++": EDM's DDPM++ (SongUNet) layout: residual
+    # down- and up-sampling blocks, attention in every encoder block and the last decoder block at its
+    # resolution, the class embedding added before the mapping layers (CIFAR-10: width 128, mult (2, 2, 2),
+    # 4 blocks, attention at 16: ~56 M parameters).
+    layout: str = "compact"
     dataset: str = ""
 
 
@@ -37,8 +43,13 @@ def groups(ch: int) -> int:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+    """GroupNorm, SiLU, 3x3 conv, + embedding, GroupNorm, SiLU, dropout, 3x3 conv (from zero), + skip, / sqrt 2.
+    ``resample`` "down" / "up" halves / doubles the resolution before the first conv and on the skip path
+    (2x2 average / nearest, EDM's [1, 1] filter), whose 1x1 projection is then always learned (DDPM++)."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, resample: str | None = None):
         super().__init__()
+        self.resample = resample
         self.norm1 = nn.GroupNorm(groups(in_ch), in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_ch)
@@ -47,13 +58,18 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch or resample else nn.Identity()
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample == "down":
+            return F.avg_pool2d(x, 2)
+        return F.interpolate(x, scale_factor=2, mode="nearest") if self.resample == "up" else x
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(self.scale(F.silu(self.norm1(x))))
         h = h + self.emb(emb)[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return (h + self.skip(x)) / math.sqrt(2)
+        return (h + self.skip(self.scale(x))) / math.sqrt(2)
 
 
 class Attention(nn.Module):
@@ -82,7 +98,10 @@ class UNet(nn.Module):
         self.map_augment = nn.Linear(spec.augment_dim, width, bias=False) if spec.augment_dim else None
         if self.map_augment is not None:
             nn.init.xavier_uniform_(self.map_augment.weight)  # EDM's init of this layer
-        self.map_label = nn.Embedding(spec.num_classes, emb_dim)
+        if spec.layout not in ("compact", "ddpm++"):
+            raise ValueError(f"UNet layout {spec.layout!r}: compact or ddpm++")
+        ddpmpp = spec.layout == "ddpm++"
+        self.map_label = nn.Embedding(spec.num_classes, width if ddpmpp else emb_dim)
         self.stem = nn.Conv2d(spec.channels, width, 3, padding=1)
         self.down, skips, ch, res = nn.ModuleList(), [width], width, spec.image_size
         for level, mult in enumerate(spec.channel_mult):
@@ -93,19 +112,20 @@ class UNet(nn.Module):
                     self.down.append(Attention(ch))
                 skips.append(ch)
             if level < len(spec.channel_mult) - 1:
-                self.down.append(nn.AvgPool2d(2))
+                self.down.append(ResBlock(ch, ch, emb_dim, spec.dropout, "down") if ddpmpp else nn.AvgPool2d(2))
                 res //= 2
                 skips.append(ch)
         self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, spec.dropout), Attention(ch), ResBlock(ch, ch, emb_dim, spec.dropout)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(spec.channel_mult))):
-            for _ in range(spec.blocks + 1):
+            for block in range(spec.blocks + 1):
                 self.up.append(ResBlock(ch + skips.pop(), width * mult, emb_dim, spec.dropout))
                 ch = width * mult
-                if res == spec.attention_resolution:
+                if res == spec.attention_resolution and (not ddpmpp or block == spec.blocks):
                     self.up.append(Attention(ch))
             if level > 0:
-                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                self.up.append(ResBlock(ch, ch, emb_dim, spec.dropout, "up") if ddpmpp
+                               else nn.Upsample(scale_factor=2, mode="nearest"))
                 res *= 2
         self.out_norm = nn.GroupNorm(groups(ch), ch)
         self.out_conv = nn.Conv2d(ch, spec.channels, 3, padding=1)
@@ -119,6 +139,8 @@ class UNet(nn.Module):
         positional = torch.cat([angles.cos(), angles.sin()], dim=1)
         if self.map_augment is not None and augment_labels is not None:
             positional = positional + self.map_augment(augment_labels.to(positional.dtype))
+        if self.spec.layout == "ddpm++":  # the class joins before the mapping layers
+            return F.silu(self.map_noise(positional + self.map_label(labels)))
         return F.silu(self.map_noise(positional) + self.map_label(labels))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor,
@@ -135,8 +157,10 @@ class UNet(nn.Module):
         for layer in self.middle:
             h = layer(h, emb)
         for layer in self.up:
-            if isinstance(layer, ResBlock):
+            if isinstance(layer, ResBlock) and layer.resample is None:
                 h = layer(torch.cat([h, skips.pop()], dim=1), emb)
+            elif isinstance(layer, ResBlock):  # a residual up-sampling block
+                h = layer(h, emb)
             else:
                 h = layer(h, emb) if isinstance(layer, Attention) else layer(h)
         return self.out_conv(F.silu(self.out_norm(h)))
