@@ -117,16 +117,26 @@ def write_cinic10(root: Path, per_class: int, test_per_class: int) -> None:
             Image.fromarray(img).save(folder / f"{split}-{i:05d}.png")
 
 
-def write_dermamnist(root: Path, per_class: int, test_per_class: int) -> None:
-    """MedMNIST's ``dermamnist.npz``: 28x28x3 uint8 images and (N, 1) uint8 labels for train / val / test."""
-    root.mkdir(parents=True, exist_ok=True)
+def write_medmnist(file: Path, num_classes: int, size: int, per_class: int, test_per_class: int) -> None:
+    """A MedMNIST ``.npz``: size x size x 3 uint8 images and (N, 1) uint8 labels for train / val / test."""
+    file.parent.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for split, n, seed in (("train", max(per_class - per_class // 5, 1), 0), ("val", max(per_class // 5, 1), 2),
                            ("test", test_per_class, 1)):
-        y = balanced_labels(7, n, seed)
-        arrays[f"{split}_images"] = class_images(y, 7, 28, 3, seed)
+        y = balanced_labels(num_classes, n, seed)
+        arrays[f"{split}_images"] = class_images(y, num_classes, size, 3, seed)
         arrays[f"{split}_labels"] = y.astype(np.uint8)[:, None]
-    np.savez_compressed(root / "dermamnist.npz", **arrays)
+    np.savez_compressed(file, **arrays)
+
+
+def write_dermamnist(root: Path, per_class: int, test_per_class: int) -> None:
+    """MedMNIST's ``dermamnist.npz`` (28 px, 7 classes)."""
+    write_medmnist(root / "dermamnist.npz", 7, 28, per_class, test_per_class)
+
+
+def write_bloodmnist_64(root: Path, per_class: int, test_per_class: int) -> None:
+    """MedMNIST+'s ``bloodmnist_64.npz`` (64 px, 8 classes): the Equivalence paper's BloodMNIST."""
+    write_medmnist(root / "bloodmnist_64.npz", 8, 64, per_class, test_per_class)
 
 
 WRITERS = {
@@ -135,5 +145,6 @@ WRITERS = {
     "fashion_mnist": write_fashion_mnist,
     "cinic10": write_cinic10,
     "dermamnist": write_dermamnist,
+    "bloodmnist_64": write_bloodmnist_64,
 }
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "cinic10": 10, "dermamnist": 7}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "cinic10": 10, "dermamnist": 7, "bloodmnist_64": 8}

@@ -44,11 +44,14 @@ DATASETS = (
     "cinic10",
     "dermamnist",
     "bloodmnist",
+    "dermamnist_64",
+    "bloodmnist_64",
     "imagefolder",
     "npz",
 )
 DatasetName = Literal[
-    "digits", "cifar10", "cifar100", "fashion_mnist", "cinic10", "dermamnist", "bloodmnist", "imagefolder", "npz"
+    "digits", "cifar10", "cifar100", "fashion_mnist", "cinic10", "dermamnist", "bloodmnist", "dermamnist_64",
+    "bloodmnist_64", "imagefolder", "npz"
 ]
 
 

@@ -52,9 +52,9 @@ def write_png_tree(root: Path, classes: list[str], per_class: int, size: int, mo
             Image.fromarray(np.full(shape, 20 * c + i, dtype=np.uint8), mode).save(root / name / f"{i:04d}.png")
 
 
-def write_medmnist(path: Path, n_train: int, n_val: int, n_test: int, num_classes: int) -> None:
+def write_medmnist(path: Path, n_train: int, n_val: int, n_test: int, num_classes: int, size: int = 28) -> None:
     def images(n):
-        return RNG.integers(0, 256, size=(n, 28, 28, 3), dtype=np.uint8)
+        return RNG.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
 
     def labels(n):
         return (np.arange(n) % num_classes).reshape(-1, 1)
@@ -130,6 +130,27 @@ def test_medmnist_merges_train_and_val_and_resizes_with_lanczos(tmp_path, name):
     ds = load_dataset(name, tmp_path, download=False)
     assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_test.shape == (7, 32, 32, 3)
     assert ds.y_train.shape == (20,) and len(ds.classes) == num_classes
+
+
+@pytest.mark.parametrize("name", ["dermamnist", "bloodmnist"])
+def test_the_64_px_medmnist_release_is_read_from_its_own_file_and_resized_to_32(tmp_path, name):
+    """The Equivalence paper's BloodMNIST: MedMNIST+'s <name>_64.npz, 64 -> 32 (a flat image stays flat)."""
+    num_classes = len(MEDMNIST[name][1])
+    write_medmnist(tmp_path / f"{name}_64.npz", 10, 4, 5, num_classes, size=64)
+    with np.load(tmp_path / f"{name}_64.npz") as z:
+        arrays = dict(z)
+    arrays["train_images"][0] = 77
+    np.savez(tmp_path / f"{name}_64.npz", **arrays)
+    ds = load_dataset(f"{name}_64", tmp_path, download=False)
+    assert ds.name == f"{name}_64" and ds.x_train.shape == (14, 32, 32, 3) and ds.x_test.shape == (5, 32, 32, 3)
+    assert (ds.x_train[0] == 77).all()
+    write_medmnist(tmp_path / f"{name}.npz", 3, 1, 2, num_classes)  # the 28 px file under the 64 px name: refused
+    (tmp_path / f"{name}.npz").replace(tmp_path / f"{name}_64.npz")
+    with pytest.raises(UserError, match=f"28x28 images, not the 64 px release; use MedMNIST's {name}_64.npz"):
+        load_dataset(f"{name}_64", tmp_path, download=False)
+    with pytest.raises(UserError) as err:
+        load_dataset(f"{name}_64", tmp_path / "empty", download=False)
+    assert f"{name}_64.npz (from https://zenodo.org/records/10519652/files/{name}_64.npz" in err.value.fix
 
 
 def test_cinic10_merges_train_and_valid(tmp_path):
