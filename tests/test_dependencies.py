@@ -123,7 +123,7 @@ def test_every_path_a_stage_gets_is_declared_and_every_declared_path_is_passed(s
     undeclared = {name: path for name, path in passed.items() if not any(related(path, d) for d in declared)}
     assert not undeclared, f"{stage} gets paths dvc.yaml does not declare as deps or outs: {undeclared}"
     code = ("stages/", "src/synthgap")
-    metrics = f"reports/metrics/{stage}{'@${item}' if 'foreach' in yaml.safe_load((REPO / 'dvc.yaml').read_text())['stages'][stage] else ''}.json"
+    metrics = f"reports/metrics/{stage}{'@${item}' if '${item}' in spec['cmd'] else ''}.json"  # foreach: per item
     unpassed = [d for d in declared if not d.startswith(code) and d != metrics
                 and not any(related(d, path) for path in passed.values())]
     assert not unpassed, f"{stage} declares paths its cmd does not pass: {unpassed}"
