@@ -302,7 +302,8 @@ class GafiConfig(Section):
     synthetic_size: StrictInt | None = Field(
         None, ge=1, description="Images in a synthetic set (class-balanced); null: as many as the real train split."
     )
-    filter_rounds: StrictInt = Field(10, ge=1, le=1000, description="Bounded generate-and-filter rounds per set.")
+    filter_rounds: StrictInt = Field(10, ge=1, le=1000, description="Bounded generate-and-filter rounds per set (the "
+                                     "GaFi code's filtering_attempts); each draws the code's per-attempt count.")
     filter_batch_size: StrictInt = Field(1024, ge=1)
     search: SearchConfig = SearchConfig()
     accurate_recycle: StrictInt = Field(1, ge=1, description="N of the accurate pipeline.")
@@ -365,8 +366,23 @@ class DiffusionConfig(Section):
 
 
 class OpenSetConfig(Section):
-    path: StrictStr | None = Field(None, description="Labelled synthetic images made elsewhere; null: no open-set runs.")
+    """The open-set pool of the augment stages: synthetic images from a generator trained on data beyond the
+    base subset (the paper: Stable Diffusion prompted with class names)."""
+
+    source: Literal["none", "stand_in", "path"] = Field(
+        "none", description="none: closed-set runs only; stand_in: the Real-Fake base model's text-to-image set "
+        "(synthesize_realfake's base_txt2img.npz: class-name prompts, no adapter; one image per training image and "
+        "trial); path: the pool at `path`.")
+    path: StrictStr | None = Field(None, description="source: path: labelled synthetic images made elsewhere "
+                                   "(relative to the repository root).")
     format: Literal["npz", "imagefolder"] = Field("npz", description="npz: x_train/y_train; imagefolder: <class>/* with exactly the dataset's class names as folders.")
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> OpenSetConfig:
+        if (self.source == "path") != (self.path is not None):
+            raise ValueError("path is read with source: path and only then (set source: path with a path, "
+                             "or path: null)")
+        return self
 
 
 class QualityConfig(Section):

@@ -58,7 +58,31 @@ def test_a_classifier_that_rejects_everything_cannot_loop_forever():
     reject = FixedClassifier(lambda x: torch.full((len(x), 3), 0.0))
     x, y, stats = filtered_sample(generator, reject, torch.tensor([3, 3, 3]), 1.0, 0.9, base_seed=1, max_rounds=5)
     assert len(y) == 9 and stats.accepted == [0, 0, 0] and stats.filled == [3, 3, 3]
-    assert stats.rounds == 5 and sum(stats.drawn) <= 5 * 50 * 9 + 9  # every round's draw is capped
+    assert stats.rounds == 5 and stats.drawn == [18, 18, 18]  # its quota per round, then the fallback's quota
+
+
+def test_each_round_draws_what_the_gafi_code_draws_per_attempt():
+    generator = tiny_generator(num_classes=2)
+
+    def rule(x):  # class 1 is recognised iff the image is bright enough
+        bright = x.float().mean((1, 2, 3)) > 0.5
+        return torch.stack([torch.zeros(len(x)), bright.float() * 10 - 5], 1)
+
+    quota, rounds = 6, 4
+    _, _, stats = filtered_sample(generator, FixedClassifier(rule), torch.tensor([0, quota]), 1.0, 0.5,
+                                  base_seed=2, max_rounds=rounds, batch_size=5)
+    # the GaFi code's loop on the same candidate stream: attempt k draws (quota - i) * (1 + (i != 0))
+    stream = generate(generator, torch.ones(500, dtype=torch.long), candidate_seeds(2, 1, 0, 500), 1.0)
+    ok = (stream.float().div(255).mean((1, 2, 3)) > 0.5).tolist()
+    i = pos = 0
+    for _ in range(rounds):
+        if i >= quota:
+            break
+        n = (quota - i) * (1 + (i != 0))
+        i, pos = min(quota, i + sum(ok[pos : pos + n])), pos + n
+    assert 0 < sum(ok[:pos]) and not all(ok[:pos]), "the rule must accept some but not all candidates"
+    assert stats.rounds >= 2, "the doubling after a first acceptance must be exercised"
+    assert stats.drawn == [0, pos + quota - i] and stats.accepted == [0, i] and stats.filled == [0, quota - i]
 
 
 def test_unfiltered_set_and_independence_of_batch_size():

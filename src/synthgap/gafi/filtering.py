@@ -4,15 +4,16 @@ The rule: a sample generated for class c is kept iff the real-data classifier pr
 probability of c is strictly above the threshold (``p[c] > t``, as in the GaFi code; with ``t = 0`` only
 wrongly classified samples are dropped). Candidates of each class are numbered 0, 1, 2, ... and each has its
 own seed, and a class keeps its first ``quota`` accepted candidates in that order, so a set does not depend
-on the batch size. Each round draws, for every class still short, the missing count divided by the
-acceptance rate seen so far (at least the missing count). After ``max_rounds`` rounds, classes still short
-are filled with unfiltered candidates (the GaFi code's fallback), and the shortfall is reported: the loop
-can never run forever. The classifier predicts in fp32 whatever the precision settings (:func:`filter_probs`).
+on the batch size. Each round draws, for every class still short, as many candidates as the GaFi code's
+``generate_dataset`` does per attempt: the missing count while the class has accepted nothing, twice the
+missing count once it has accepted something (``(class_samples - i) * (1 + (i != 0))``). After
+``max_rounds`` rounds (the code's ``filtering_attempts``), classes still short are filled with unfiltered
+candidates (the code's fallback), and the shortfall is reported: the loop can never run forever, and a
+class the generator has collapsed on costs at most ``max_rounds`` times its quota. The classifier predicts in fp32 whatever the precision settings (:func:`filter_probs`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -110,8 +111,7 @@ def _filtered_sample(
         for c in range(num_classes):
             if need[c] <= 0:
                 continue
-            rate = have[c] / drawn[c] if drawn[c] and filtering else 1.0
-            count = need[c] if not filtering else min(math.ceil(need[c] / max(rate, 0.02) * 1.1), 50 * need[c])
+            count = need[c] * (2 if filtering and have[c] > 0 else 1)
             labels.append(torch.full((count,), c, dtype=torch.long))
             seeds.append(candidate_seeds(base_seed, c, drawn[c], count, *key))
             starts.append((c, count))

@@ -148,7 +148,7 @@ def _train_together(models, train_sets, cfg: TrainConfig, *, seeds, device, eval
     for model in models:
         model.to(device)
     module = models[0] if k == 1 else StackedClassifier(models).to(device)
-    channels_last = channels_last_for(device, cfg.precision)
+    channels_last = channels_last_for(device, cfg.precision, stacked=k > 1)
     if channels_last:
         module.to(memory_format=torch.channels_last)
     dist = current()  # under torchrun: each process trains on its slice of every global batch
