@@ -173,6 +173,34 @@ def _load_yaml(path: Path) -> dict:
     return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
+def _dvc_files(workspace: Path, other: str | None = None) -> tuple[dict, dict] | None:
+    """``dvc.yaml``'s stages and the YAML file ``other`` (``{}`` where it does not exist) in ``workspace``;
+    None when one cannot be read."""
+    import yaml
+
+    try:
+        stages = _load_yaml(workspace / "dvc.yaml").get("stages", {})
+        extra = _load_yaml(workspace / other) if other is not None and (workspace / other).is_file() else {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return stages, extra
+
+
+def _fill(text: str, stage: str, params: dict | None = None) -> str:
+    """``text`` with ``${item}`` (the item of ``name@item``) and ``${<params.yaml key>}`` filled in as DVC fills them."""
+    import re
+
+    def value(match: re.Match) -> str:
+        if match[1] == "item":
+            return stage.partition("@")[2]
+        node = params or {}
+        for part in match[1].split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{\s*([\w.]+)\s*\}", value, text)
+
+
 def _stage_spec(stages: dict, stage: str) -> dict:
     """The definition of ``name`` or ``name@item`` (a ``foreach`` stage's ``do``)."""
     spec = stages.get(stage.partition("@")[0]) or {}
@@ -182,16 +210,11 @@ def _stage_spec(stages: dict, stage: str) -> dict:
 def declared_params(workspace: Path, stage: str) -> tuple[str, ...] | None:
     """The ``params.yaml`` keys ``dvc.yaml`` declares for ``stage`` (a key stands for its whole subtree);
     None without a ``dvc.yaml`` or an entry for the stage."""
-    import yaml
-
-    try:
-        stages = _load_yaml(workspace / "dvc.yaml").get("stages", {})
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    if stage.partition("@")[0] not in stages:
+    files = _dvc_files(workspace)
+    if files is None or stage.partition("@")[0] not in files[0]:
         return None
     keys: list[str] = []
-    for entry in _stage_spec(stages, stage).get("params") or []:
+    for entry in _stage_spec(files[0], stage).get("params") or []:
         if isinstance(entry, dict):  # {params.yaml: [keys]} (or another params file, which stages do not read)
             keys += [str(k) for k in entry.get("params.yaml") or []]
         else:
@@ -208,42 +231,22 @@ def declared_command(workspace: Path, stage: str) -> list[str]:
     """The arguments ``dvc.yaml``'s ``cmd`` passes to ``stage`` (``name`` or ``name@item``), after
     ``python -m stages.<name>``, with ``${item}`` and ``${<params.yaml key>}`` filled in as DVC fills them;
     empty without a ``dvc.yaml`` or an entry for the stage."""
-    import re
     import shlex
 
-    import yaml
-
-    try:
-        stages = _load_yaml(workspace / "dvc.yaml").get("stages", {})
-        params = _load_yaml(workspace / "params.yaml") if (workspace / "params.yaml").is_file() else {}
-    except (OSError, yaml.YAMLError, AttributeError):
+    files = _dvc_files(workspace, "params.yaml")
+    if files is None:
         return []
-    item = stage.partition("@")[2]
-
-    def value(match: re.Match) -> str:
-        if match[1] == "item":
-            return item
-        node = params
-        for part in match[1].split("."):
-            node = node[part]
-        return str(node)
-
-    cmd = str(_stage_spec(stages, stage).get("cmd") or "")
-    return shlex.split(re.sub(r"\$\{\s*([\w.]+)\s*\}", value, cmd))[3:]
+    stages, params = files
+    return shlex.split(_fill(str(_stage_spec(stages, stage).get("cmd") or ""), stage, params))[3:]
 
 
 def declared_outputs(workspace: Path, stage: str) -> dict[Path, tuple[int, int]]:
     """The outputs ``dvc.yaml`` declares for ``stage`` (``name`` or ``name@item``), each with its size and
     mean file size in ``dvc.lock`` from the last run (0, 0 if unknown); empty without a ``dvc.yaml``."""
-    import yaml
-
-    try:
-        stages = _load_yaml(workspace / "dvc.yaml").get("stages", {})
-        lock_file = workspace / "dvc.lock"
-        lock = _load_yaml(lock_file).get("stages", {}) if lock_file.is_file() else {}
-    except (OSError, yaml.YAMLError, AttributeError):
+    files = _dvc_files(workspace, "dvc.lock")
+    if files is None:
         return {}
-    item = stage.partition("@")[2]
+    stages, lock = files[0], files[1].get("stages", {})
     spec = _stage_spec(stages, stage)
     sizes = {
         entry["path"]: (int(entry.get("size", 0)), int(entry.get("size", 0)) // max(1, int(entry.get("nfiles", 1))))
@@ -253,7 +256,7 @@ def declared_outputs(workspace: Path, stage: str) -> dict[Path, tuple[int, int]]
     for kind in ("outs", "metrics", "plots"):
         for entry in spec.get(kind) or []:
             path = next(iter(entry)) if isinstance(entry, dict) else str(entry)
-            path = path.replace("${item}", item)
+            path = _fill(path, stage)
             outputs[workspace / path] = sizes.get(path, (0, 0))
     return outputs
 

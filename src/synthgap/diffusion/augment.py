@@ -22,20 +22,26 @@ from torch.nn import functional as F
 AUGMENT_DIM = 9  # the augment labels EDM's CIFAR-10 pipe produces (its networks' augment_dim)
 
 
+def _affine(a, b, c, d, e, f) -> torch.Tensor:
+    """Batch of 3x3 homogeneous matrices ``[[a, b, c], [d, e, f], [0, 0, 1]]`` (tensors or numbers, at least
+    one a tensor of the batch)."""
+    like = next(v for v in (a, b, c, d, e, f) if isinstance(v, torch.Tensor))
+    zero, one = torch.zeros_like(like), torch.ones_like(like)
+    rows = [v if isinstance(v, torch.Tensor) else zero + v for v in (a, b, c, d, e, f)]
+    return torch.stack([*rows, zero, zero, one], dim=-1).view(-1, 3, 3)
+
+
 def _rotation(theta: torch.Tensor) -> torch.Tensor:
-    """Batch of 3x3 homogeneous rotations by ``theta`` (radians)."""
-    c, s, zero, one = theta.cos(), theta.sin(), torch.zeros_like(theta), torch.ones_like(theta)
-    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=-1).view(-1, 3, 3)
+    """Rotations by ``theta`` (radians)."""
+    return _affine(theta.cos(), -theta.sin(), 0.0, theta.sin(), theta.cos(), 0.0)
 
 
 def _scaling(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
-    zero, one = torch.zeros_like(sx), torch.ones_like(sx)
-    return torch.stack([sx, zero, zero, zero, sy, zero, zero, zero, one], dim=-1).view(-1, 3, 3)
+    return _affine(sx, 0.0, 0.0, 0.0, sy, 0.0)
 
 
 def _translation(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
-    zero, one = torch.zeros_like(tx), torch.ones_like(tx)
-    return torch.stack([one, zero, tx, zero, one, ty, zero, zero, one], dim=-1).view(-1, 3, 3)
+    return _affine(1.0, 0.0, tx, 0.0, 1.0, ty)
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,9 @@ class AugmentPipe:
             return torch.randint(2, (n,), device=dev, generator=gen)
 
         labels = []
-        for enabled, dim in ((self.xflip, 3), (True, 2)):  # x-flip (EDM's multiplier 1e8: always eligible), y-flip
+        for enabled, dim, prob in ((self.xflip, 3, 1.0), (True, 2, self.p)):  # x-flip (EDM's multiplier 1e8: always eligible), y-flip
             flip = coin()
-            flip = torch.where(chosen(1.0 if dim == 3 else self.p), flip, torch.zeros_like(flip)) * int(enabled)
+            flip = torch.where(chosen(prob), flip, torch.zeros_like(flip)) * int(enabled)
             images = torch.where(flip.view(-1, 1, 1, 1) == 1, images.flip(dim), images)
             labels.append(flip.float())
 
