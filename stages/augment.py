@@ -1,8 +1,10 @@
 """Stage augment@<n_base>: classifiers trained on the base subset plus real or synthetic additions.
 
 One child MLflow run per cell and trial (``augment@<n>/<setting>+<added>/trial=<i>``) with params ``setting,
-n_base, n_real_added, n_syn_added, trial`` and metric ``accuracy`` (test top-1, %; ``top5`` too with more than 10 classes), tested on the full real test set. Epochs
-follow ``equivalence.epochs_by_base`` with lr x0.1 at 50 % and 75 %. Writes
+n_base, n_real_added, n_syn_added, trial`` and metric ``accuracy`` (test top-1, %; ``top5`` too with more than 10
+classes), tested on the full real test set. The closed-set pool is sample_diffusion's (``--pool``); the open-set
+pool follows ``equivalence.open_set.source`` (``stand_in``: ``base_txt2img.npz`` in synthesize_realfake's folder
+``--sets``). Epochs follow ``equivalence.epochs_by_base`` with lr x0.1 at 50 % and 75 %. Writes
 ``--out`` (``reports/equivalence/augment/<n>.json``, with ``dropped_cells``). Before any training it prints one
 warning line per cell the grid drops (base size, setting, ratio, why), warns when this base size has no real
 cell (fit_equivalence then leaves it out), and refuses (UserError) a grid where no base size has real cells, an
@@ -22,10 +24,12 @@ from synthgap.equivalence.grid import (
     epochs_for,
     grid_cells,
     load_pool,
+    open_pool_source,
 )
 from synthgap.errors import run_main
 from synthgap.models import build_classifier, spec_for_data
 from synthgap.paths import atomic_write_json, repo_root
+from synthgap.realfake.pipeline import set_path
 from synthgap.runtime import resolve_device
 from synthgap.grid import Job, run_jobs, summarise
 from synthgap.seeding import derive_seed, trial_seed
@@ -42,14 +46,15 @@ def score(job, result) -> dict:
 
 
 def main() -> None:
-    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "pool", "out")
+    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "pool", "sets", "out")
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="equivalence") as run:
         data, base_idx = base_subset(paths.data, n_base, cfg.merge_train_val)
         pools = {"closed": load_pool(paths.pool, "npz", data.num_classes)}
-        if cfg.open_set.path is not None:
-            pools["open"] = load_pool(repo_root() / cfg.open_set.path, cfg.open_set.format, data.num_classes, data.classes)
+        open_pool = open_pool_source(cfg.open_set, set_path(paths.sets, "base", "txt2img"), repo_root())
+        if open_pool is not None:
+            pools["open"] = load_pool(*open_pool, data.num_classes, data.classes)
         # everything the grid cannot hold is said (or refused) before any training
         ratios = {b: {s: cfg.ratios(b, s) for s in ("real", *pools)} for b in cfg.base_sizes}
         grids = {b: grid_cells(b, len(data.y_train), ratios[b], tuple(pools)) for b in cfg.base_sizes}

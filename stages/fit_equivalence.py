@@ -40,7 +40,10 @@ def parse(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def write_outputs(frame: pd.DataFrame, fits: dict, out: Path, label: str, n_total: int) -> None:
+def write_outputs(frame: pd.DataFrame, fits: dict, out: Path, label: str, n_total: int, declared: tuple[str, ...] = ()) -> None:
+    """The fit's files and figures in ``out``. ``declared``: the synthetic settings whose contour figure (and,
+    with them, the IR table and figure) the pipeline declares; a declared one without a fit gets a figure that
+    says why, and the IR files are written even when there is no IR to draw."""
     atomic_write_json(out / "equivalence.json", {s: f.to_json() for s, f in fits.items()})
     lines = [f"# Equivalence fit: {label}", "", f"tau = 10 / n_total = 1 / {n_total / 10:,.0f}", ""]
     for setting, fit in fits.items():
@@ -56,10 +59,17 @@ def write_outputs(frame: pd.DataFrame, fits: dict, out: Path, label: str, n_tota
         figures.contour(fit, middle, out / f"contour_{setting}.png", f"{label} {setting}: n_base = {middle:,}")
     atomic_write_text(out / "equivalence.md", "\n".join(lines))
     figures.accuracy_curves(frame, fits, out / "accuracy_curves.png", label)
+    for setting in sorted(set(declared) - set(fits)):
+        figures.missing(out / f"contour_{setting}.png", f"{label} {setting}",
+                        f"no {setting}-set cells (equivalence.open_set.source: none)" if setting == "open" else f"no {setting}-set fit")
     ir = figures.improvement_ratio(frame)
+    if len(ir) or declared:
+        atomic_write_text(out / "improvement_ratio.csv", ir.to_csv(index=False))
     if len(ir):
-        atomic_write_csv(out / "improvement_ratio.csv", ir.to_dict("records"))
         figures.ir_plot(ir, out / "improvement_ratio.png", label)
+    elif declared:
+        figures.missing(out / "improvement_ratio.png", f"{label}: improvement ratio",
+                        "IR needs closed- and open-set cells at 1:1 and the base alone")
 
 
 def collect_pipeline_results(grids: Path, metrics_folder: Path, base_sizes, uri: str) -> tuple[pd.DataFrame, dict]:
@@ -145,7 +155,7 @@ def pipeline_main() -> None:
         n_total = cfg.n_total or info["sizes"]["train"]
         fits = fit_all(frame, n_total, ratios=tuple(cfg.fit_ratios))
         atomic_write_csv(out / "results.csv", frame.to_dict("records"))
-        write_outputs(frame, fits, out, info["name"], n_total)
+        write_outputs(frame, fits, out, info["name"], n_total, declared=("closed", "open"))
         for setting, fit in fits.items():
             run.log_metrics({f"{setting}_c1": fit.c1, f"{setting}_c2": fit.c2, f"{setting}_r2": fit.r2, f"{setting}_tuples": len(fit.tuples)})
             print(f"{setting}: {formula(fit)} (R² {fit.r2:.3f}, {len(fit.tuples)} tuples)")
@@ -154,7 +164,8 @@ def pipeline_main() -> None:
         for c in summary["comparisons"]:
             print(f"{c['name']}: {c['verdict']} ({c['diff_mean']:+.2f}, 95 % CI {c['ci95']})")
         run.set_tags({"results_source": ",".join(f"{b}:{s}" for b, s in sources.items())})
-        for name in ("equivalence.json", "equivalence.md", "results.csv", "summary.json", "accuracy_curves.png"):
+        for name in ("equivalence.json", "equivalence.md", "results.csv", "summary.json", "accuracy_curves.png",
+                     "improvement_ratio.csv", "improvement_ratio.png"):
             run.log_artifact(out / name)
 
 

@@ -159,3 +159,19 @@ def test_standalone_command_writes_json_markdown_and_figures(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "stages.fit_equivalence", "--results", str(tmp_path / "none.csv"),
                           "--n-total", "5", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("synthgap: error: results file")
+
+
+def test_declared_outputs_exist_without_open_set_cells(tmp_path):
+    """The pipeline declares the open-set contour and the IR files; a closed-set-only run (open_set.source:
+    none) still writes them: a figure that says why, and an IR table with its header alone."""
+    from stages.fit_equivalence import write_outputs
+
+    frame = formula_table(1.5, 3.0, 10_000, (100, 400, 1600))
+    fits = fit_all(frame, 10_000)
+    write_outputs(frame, fits, tmp_path, "made-up", 10_000, declared=("closed", "open"))
+    assert set(fits) == {"closed"} and (tmp_path / "contour_open.png").stat().st_size > 0
+    assert (tmp_path / "improvement_ratio.csv").read_text() == "n_base,gain_closed,gain_open,ir\n"
+    assert (tmp_path / "improvement_ratio.png").stat().st_size > 0
+    undeclared = tmp_path / "standalone"
+    write_outputs(frame, fits, undeclared, "made-up", 10_000)
+    assert not (undeclared / "contour_open.png").exists() and not (undeclared / "improvement_ratio.csv").exists()

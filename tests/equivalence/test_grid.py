@@ -144,7 +144,7 @@ def test_a_pool_too_small_for_the_grid_is_a_user_error_naming_sizes_and_key():
 
     cells, _ = grid_cells(100, 1000, {"real": (), "open": (1, 2)}, ("open",))
     check_pool_sizes(cells, {"open": (None, np.zeros(200))})
-    with pytest.raises(UserError, match=r"open synthetic pool holds 150 images but n_base 100 at ratio 2 needs 200.*equivalence.open_set.path"):
+    with pytest.raises(UserError, match=r"open synthetic pool holds 150 images but n_base 100 at ratio 2 needs 200.*equivalence.open_set \(a bigger pool\)"):
         check_pool_sizes(cells, {"open": (None, np.zeros(150))})
 
 
@@ -182,3 +182,29 @@ def test_a_bad_ratios_by_base_entry_is_refused(entry, message):
         EquivalenceConfig(base_sizes=(100, 300), ratios_by_base=(entry,))
     with pytest.raises(ValidationError, match="names n_base 100 twice"):
         EquivalenceConfig(base_sizes=(100, 300), ratios_by_base=({"n_base": 100}, {"n_base": 100}))
+
+
+def test_the_open_set_pool_comes_from_the_source_params_name(tmp_path):
+    from synthgap.config import OpenSetConfig
+    from synthgap.equivalence.grid import open_pool_source
+    from synthgap.errors import UserError
+
+    stand_in = tmp_path / "synthesize_realfake" / "base_txt2img.npz"
+    assert open_pool_source(OpenSetConfig(source="none"), stand_in, tmp_path) is None
+    own = OpenSetConfig(source="path", path="pools/sd", format="imagefolder")
+    assert open_pool_source(own, stand_in, tmp_path) == (tmp_path / "pools" / "sd", "imagefolder")
+    with pytest.raises(UserError, match=r"base_txt2img.npz \(the open-set pool\) is missing.*realfake.ablation"):
+        open_pool_source(OpenSetConfig(source="stand_in"), stand_in, tmp_path)
+    stand_in.parent.mkdir()
+    stand_in.write_bytes(b"")
+    assert open_pool_source(OpenSetConfig(source="stand_in"), stand_in, tmp_path) == (stand_in, "npz")
+
+
+@pytest.mark.parametrize("fields", [{"source": "path"}, {"source": "stand_in", "path": "pools/sd"}])
+def test_open_set_path_goes_with_source_path_only(fields):
+    from pydantic import ValidationError
+
+    from synthgap.config import OpenSetConfig
+
+    with pytest.raises(ValidationError, match="path is read with source: path and only then"):
+        OpenSetConfig(**fields)

@@ -85,9 +85,20 @@ def improvement_ratio(frame: pd.DataFrame) -> pd.DataFrame:
             if len(one) and not np.isnan(base):
                 gains[setting] = one.mean() - base
         if len(gains) == 2 and gains["open"] != 0:
-            rows.append({"n_base": int(n_base), "gain_closed": gains["closed"], "gain_open": gains["open"],
-                         "ir": gains["closed"] / gains["open"]})
-    return pd.DataFrame(rows)
+            rows.append(dict(zip(IR_COLUMNS, (int(n_base), gains["closed"], gains["open"], gains["closed"] / gains["open"]))))
+    return pd.DataFrame(rows, columns=list(IR_COLUMNS))
+
+
+IR_COLUMNS = ("n_base", "gain_closed", "gain_open", "ir")
+
+
+def missing(path: Path, title: str, why: str) -> None:
+    """A figure that says why there is nothing to draw (a declared output of a run without that setting)."""
+    fig, ax = plt.subplots(figsize=(4.6, 1.6))
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
+    save_figure(fig, path)
 
 
 def ir_plot(ir: pd.DataFrame, path: Path, title: str) -> None:

@@ -96,7 +96,7 @@ def check_pool_sizes(cells: list[Cell], pools: dict) -> None:
         need = max((c.n_syn_added for c in cells if c.setting == setting), default=0)
         if need > len(pool_y):
             n_base = cells[0].n_base
-            key = ("equivalence.open_set.path (a bigger pool) or equivalence.syn_ratios" if setting == "open" else
+            key = ("equivalence.open_set (a bigger pool) or equivalence.syn_ratios" if setting == "open" else
                    "equivalence.syn_ratios or ratios_by_base (the sample_diffusion pool holds the largest closed ratio x "
                    "n_base images; rerun it)")
             raise UserError(
@@ -141,6 +141,20 @@ def cell_training_set(cell: Cell, x_train, y_train, base_idx, pools: dict, num_c
         xs.append(pool_x[pick])
         ys.append(pool_y[pick])
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def open_pool_source(open_set, stand_in_set: Path, root: Path) -> tuple[Path, str] | None:
+    """Where the open-set pool is read from (path, format): ``None`` with ``source: none``; with ``stand_in``
+    the Real-Fake base model's text-to-image set ``stand_in_set`` (synthesize_realfake writes it when ``base``
+    is among ``realfake.ablation``); with ``path`` the user's pool, relative to ``root``."""
+    if open_set.source == "none":
+        return None
+    if open_set.source == "path":
+        return root / open_set.path, open_set.format
+    if not stand_in_set.is_file():
+        raise UserError(f"the stand-in's text-to-image set {stand_in_set} (the open-set pool) is missing",
+                        "keep base in realfake.ablation and run synthesize_realfake, or set equivalence.open_set.source: none")
+    return stand_in_set, "npz"
 
 
 def load_pool(path, fmt: str, num_classes: int, classes: tuple[str, ...] | None = None):
