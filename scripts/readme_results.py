@@ -63,6 +63,19 @@ def equivalence_grid(root: Path, base_sizes: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def improvement_ratio(root: Path) -> str:
+    """IR(n_base) per base size, from reports/equivalence/improvement_ratio.csv (ratios of trial means)."""
+    import csv
+
+    with (root / "reports" / "equivalence" / "improvement_ratio.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return "No IR: the run has no open-set cells (`equivalence.open_set.source: none`).\n"
+    return "| n_base | ΔAcc closed (1:1) | ΔAcc open (1:1) | IR |\n|---|---|---|---|\n" + "".join(
+        f"| {int(r['n_base'])} | {float(r['gain_closed']):+.1f} | {float(r['gain_open']):+.1f} | {float(r['ir']):.2f} |\n"
+        for r in rows)
+
+
 def runtime(root: Path) -> str:
     """The fresh-clone `dvc repro` time and the slowest stages, from benchmarks/results/repro-cpu.json."""
     r = read(root / "benchmarks" / "results" / "repro-cpu.json")
@@ -144,6 +157,7 @@ def blocks(root: Path) -> dict[str, str]:
         "equivalence_grid": equivalence_grid(root, bases),
         "equivalence_fit": "\n".join(eq_lines) + "\n",
         "equivalence_verdicts": verdict_lines(comparisons, "equivalence"),
+        "equivalence_ir": improvement_ratio(root),
         "realfake_tables": "".join(f"{table_file(root / 'reports' / 'realfake' / f'table{i}.md')}\n" for i in (1, 2, 3)),
         "realfake_verdicts": verdict_lines(comparisons, "realfake"),
         "synthgap_table": table_file(root / "reports" / "synthgap" / "table.md"),
