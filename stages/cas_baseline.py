@@ -18,4 +18,4 @@ def cells(ctx, paths):
 
 
 if __name__ == "__main__":
-    run_main(lambda: run_gafi_grid(STAGE, cells))
+    run_main(lambda: run_gafi_grid(STAGE, cells, headline=True))

@@ -48,4 +48,4 @@ def quality(ctx, paths, run):
 
 
 if __name__ == "__main__":
-    run_main(lambda: run_gafi_grid(STAGE, cells, quality, inputs=("choices",)))
+    run_main(lambda: run_gafi_grid(STAGE, cells, quality, inputs=("choices",), headline=True))

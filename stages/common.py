@@ -93,18 +93,20 @@ def equivalence_foreach_params(stage: str, *paths: str) -> tuple[StageParams, in
     return params, n_base, stage_paths(params.stage, *paths)
 
 
-def run_gafi_grid(stage: str, make_cells, extra=None, inputs: tuple[str, ...] = ()) -> dict | None:
+def run_gafi_grid(stage: str, make_cells, extra=None, inputs: tuple[str, ...] = (), headline: bool = False) -> dict | None:
     """Run a non-foreach GaFi grid stage: ``make_cells(ctx, paths)`` lists the cells; the rows and the best
     cell go to ``paths.out`` (JSON) and to one parent MLflow run with a child run per cell. The stage's
     command line names ``--data``, ``--reference``, ``--generators``, ``--out`` and the ``inputs`` the cells
-    read. ``extra(ctx, paths, run)``, if given, returns more keys for the JSON (computed before the grid)."""
+    read. ``extra(ctx, paths, run)``, if given, returns more keys for the JSON (computed before the grid).
+    ``headline``: the stage's cells are headline cells, with ``gafi.headline_trials`` trials."""
     from synthgap.gafi.pipeline import GafiContext, run_grid, write_grid
     from synthgap.runtime import resolve_device
     from synthgap.tracking import StageRun
 
     params, paths = gafi_params(stage, "data", "reference", "generators", *inputs, "out")
     with StageRun(params, experiment="gafi") as run:
-        ctx = GafiContext(params, paths.data, paths.reference, paths.generators, resolve_device(params.device))
+        ctx = GafiContext(params, paths.data, paths.reference, paths.generators, resolve_device(params.device),
+                          trials=params.section.headline_trials if headline else None)
         cells = make_cells(ctx, paths)
         if not cells:
             write_grid(paths.out, [], None)

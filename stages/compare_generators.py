@@ -62,9 +62,10 @@ def main() -> None:
              "img2img": set_path(paths.realfake, cfg.realfake_variant, "img2img")}
     for fam in families:
         upstream(pools[fam], f"sample_diffusion@{cfg.edm_base}" if fam == "edm" else "synthesize_realfake")
-    if len(real) != params.trials:
+    if len(real) < params.trials:
         raise UserError(f"train_reference ran {len(real)} trials, this run has {params.trials}",
                         "rerun `dvc repro train_reference` with the current trials")
+    real = real[: params.trials]  # the trials every source shares (train_reference.trials may run more)
     (member,) = final["members"]  # cas_final runs one generator
     threshold = cfg.threshold if cfg.threshold is not None else member["threshold"]
     recycle = cfg.recycle or final["recycle"]

@@ -1,6 +1,6 @@
 """Stage train_reference: the classifier trained on real data.
 
-Trained ``trials`` times (trial seeds as every grid, stacked into one network where the architecture allows);
+Trained ``train_reference.trials`` times (null: ``trials``; trial seeds as every grid, stacked into one network where the architecture allows);
 the mean test accuracy with its 95 % interval is the "Real Data" row of the papers' tables (val and test are
 scored after every epoch: ``best_test_top1`` is the best test top-1 over epochs, GaFi's Real Data with
 ``gafi.select_on: test``). GaFi's sample filter is trial 0, or with ``train_reference.filter`` one more classifier
@@ -50,7 +50,7 @@ def main() -> None:
             model = build_classifier(spec_for_data(recipe.model, data.x_train, data.num_classes, data.name))
             return Job(cell, {"data": data.name}, trial, seed, model, train, len(data.y_train), recipe.train)
 
-        jobs = [job("real", cfg.classifier, trial) for trial in range(params.trials)]
+        jobs = [job("real", cfg.classifier, trial) for trial in range(cfg.trials or params.trials)]
         jobs += [job("filter", cfg.filter, 0)] if cfg.filter else []
 
         def curve(record):  # trial 0's learning curve; the run's own test_top1 etc. are the means over trials

@@ -45,7 +45,7 @@ def test_every_setting_is_written_in_each_params_file(path: Path):
 
 
 def test_unwritten_keys_finds_nested_gaps():
-    assert unwritten_keys(TrainReferenceConfig, {"classifier": {"model": {}, "train": {"epochs": 3}}, "filter": None}) == [
+    assert unwritten_keys(TrainReferenceConfig, {"classifier": {"model": {}, "train": {"epochs": 3}}, "filter": None, "trials": 3}) == [
         *(f"classifier.model.{k}" for k in ("arch", "width", "vit_image_size", "shortcut", "init")),
         *(f"classifier.train.{k}" for k in TrainConfig.model_fields if k != "epochs"),
     ]

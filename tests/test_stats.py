@@ -46,9 +46,13 @@ def test_interval_containing_zero_is_no_difference():
     assert compare("x", "p", [1.0, 2.0, 3.0], [2.0, 1.0, 3.0])["verdict"] == "no_difference"
 
 
-def test_unequal_trial_counts_are_refused():
-    with pytest.raises(ValueError, match="as many trials"):
-        compare("x", "p", [1.0, 2.0], [1.0])
+def test_cells_with_more_trials_pair_over_the_trials_both_ran():
+    # a headline cell (5 trials) against a cell of 3: trial i shares its seeds on both sides, so the pairs are
+    # the first three; the extra trials of the headline cell do not enter the difference
+    more, fewer = [10.0, 12.0, 11.0, 0.0, 100.0], [9.0, 10.0, 10.5]
+    c = compare("x", "p", more, fewer)
+    assert c["trials"] == 3 and c["diff_mean"] == pytest.approx((1.0 + 2.0 + 0.5) / 3)
+    assert compare("y", "p", fewer, more)["diff_mean"] == pytest.approx(-c["diff_mean"])
     with pytest.raises(ValueError):
         estimate([])
 

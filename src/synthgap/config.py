@@ -186,6 +186,9 @@ class PrepareDataConfig(Section):
 
 class TrainReferenceConfig(Section):
     classifier: ClassifierConfig = ClassifierConfig()
+    trials: StrictInt | None = Field(
+        None, ge=1, le=100, description="Real Data trials (a headline cell, compared with Baseline and GaFi over "
+        "gafi.headline_trials); null: the shared trials. Comparisons pair the trials two cells share.")
     filter: ClassifierConfig | None = Field(
         None, description="GaFi's sample filter trained with its own recipe (the GaFi code: 300 epochs, the "
         "best-validation weights) and saved as models/train_reference/classifier.pt; null: trial 0 of the Real "
@@ -299,6 +302,9 @@ class GafiConfig(Section):
     generator_seeds: tuple[StrictInt, ...] = Field((0, 1, 2, 3, 4, 5), min_length=1, description="One GAN per seed.")
     gan: GanConfig = GanConfig()
     cas: ClassifierConfig = ClassifierConfig()
+    headline_trials: StrictInt | None = Field(
+        None, ge=1, le=100, description="Trials of cas_baseline and cas_final (Baseline and GaFi, the headline cells "
+        "of Table 4); null: the shared trials. Comparisons pair the trials two cells share.")
     synthetic_size: StrictInt | None = Field(
         None, ge=1, description="Images in a synthetic set (class-balanced); null: as many as the real train split."
     )

@@ -56,10 +56,11 @@ def verdict(interval: Estimate) -> str:
 
 
 def compare(name: str, paper: str, a: Sequence[float], b: Sequence[float], **extra) -> dict:
-    """Paired comparison of ``a`` against ``b`` (the same trials, in the same order): ``a - b``."""
-    if len(a) != len(b):
-        raise ValueError(f"{name}: paired comparison needs as many trials on both sides ({len(a)} vs {len(b)})")
-    diff = estimate(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    """Paired comparison of ``a`` against ``b``, trials in trial order: ``a - b`` over the trials both cells ran.
+    Trial i has the seeds ``trial_seed(seed, i)`` in every cell, so a cell with more trials (a headline cell)
+    pairs with one with fewer over the first ``min(len(a), len(b))``; ``trials`` in the result says how many."""
+    n = min(len(a), len(b))
+    diff = estimate(np.asarray(a[:n], dtype=np.float64) - np.asarray(b[:n], dtype=np.float64))
     return {"name": name, "paper": paper, "diff_mean": round(diff.mean, 6),
             "ci95": diff.as_dict()["ci95"], "trials": diff.trials, "verdict": verdict(diff), **extra}
 

@@ -106,6 +106,7 @@ def chain(tmp_path_factory) -> Path:
     shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")  # what the stages declare: what they log, and may read
     params = shrink_all(yaml.safe_load((REPO / "params.yaml").read_text()), 10, 1347, 40)
     params["realfake"]["ablation"] = ["base", "full"]  # synthesis is the chain's cost: 2 of the 5 variants
+    params["train_reference"]["trials"] = params["gafi"]["headline_trials"] = 3  # headline cells: one more than trials
     n_base = params["equivalence"]["base_sizes"][0]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     mp = pytest.MonkeyPatch()
@@ -173,7 +174,7 @@ def test_cas_final_trials_log_what_the_filter_did(chain):
     parent = read(chain, "reports", "metrics", "cas_final.json")["mlflow_run_id"]
     children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     (member,) = read(chain, "reports", "gafi", "cas_final.json")["best"]["members"]
-    assert len(children) == yaml.safe_load((chain / "params.yaml").read_text())["trials"]
+    assert len(children) == yaml.safe_load((chain / "params.yaml").read_text())["gafi"]["headline_trials"]
     for run in children:
         m = run.data.metrics
         assert float(run.data.params["threshold"]) == member["threshold"]
@@ -188,7 +189,13 @@ def test_report_gafi_writes_the_papers_rows_with_intervals_and_verdicts(chain):
     assert "±" in (chain / "reports" / "gafi" / "table1.md").read_text()
     summary = read(chain, "reports", "gafi", "summary.json")
     real = summary["headline"]["real_top1"]
-    assert real["trials"] == 2 and real["mean"] > 30  # digits are learnt well above the 10 % of chance
+    assert real["trials"] == 3 and real["mean"] > 30  # digits are learnt well above the 10 % of chance
+    assert summary["headline"]["baseline_cas"]["trials"] == summary["headline"]["gafi_cas"]["trials"] == 3
+    trials = {c["name"]: c["trials"] for c in summary["comparisons"]}
+    assert trials["gafi_vs_baseline"] == trials["gafi_vs_real"] == 3  # headline against headline: all three
+    others = {n: t for n, t in trials.items() if n not in ("gafi_vs_baseline", "gafi_vs_real", "baseline_vs_real")}
+    assert set(others.values()) == {2} and any(n.endswith("_vs_none") for n in others)  # vs Baseline: the shared two
+    assert "| Trials |" in table4 and "over 2 trials, No Filtering 3)" in (chain / "reports" / "gafi" / "table1.md").read_text()
     names = {c["name"] for c in summary["comparisons"]}
     assert {"gafi_vs_baseline", "gafi_vs_real"} <= names
     assert all(c["verdict"] in ("better", "worse", "no_difference") for c in summary["comparisons"])
@@ -277,7 +284,7 @@ def test_each_stage_reads_only_params_that_dvc_yaml_declares_for_it(chain):
     reads = read(chain, "reads.json")
     n_base = yaml.safe_load((chain / "params.yaml").read_text())["equivalence"]["base_sizes"][0]
     assert len(reads) == len(GAFI) + 4 + len(REALFAKE) + 1 and all(reads.values())
-    assert {"gafi.threshold", "gafi.stddev", "gafi.cas.train.lr", "seed", "trials"} <= set(reads["cas_final"])
+    assert {"gafi.threshold", "gafi.stddev", "gafi.cas.train.lr", "seed", "gafi.headline_trials"} <= set(reads["cas_final"])
     # A foreach stage checks that its item is one of its list's (DVC's foreach), and augment@<n> stops before
     # training when no base size of the grid gets a real cell: reads that change no output. Declaring the
     # lists would rerun every instance when one is added.

@@ -68,10 +68,10 @@ class GafiContext:
     reference classifier's file ``reference``), and the generators (``generators``: train_generator's folder,
     one :func:`~synthgap.paths.item_path` subfolder of checkpoints per generator seed)."""
 
-    def __init__(self, params, data: Path, reference: Path, generators: Path, device):
+    def __init__(self, params, data: Path, reference: Path, generators: Path, device, trials: int | None = None):
         self.cfg: GafiConfig = params.section
         self.seed = params.seed
-        self.trials = params.trials
+        self.trials = trials or params.trials  # the headline cells' own count (gafi.headline_trials), else the shared one
         self.generators = generators
         self.device = device
         self.data: ProcessedData = load_processed(data)

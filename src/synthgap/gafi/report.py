@@ -50,12 +50,12 @@ def table4(dataset: str, real: list[float], baseline: dict, final: dict, multi: 
 
     def row(method: str, k, values: list[float]) -> dict:
         est = estimate(values)
-        return {"Method": method, "#Generators": k, dataset: est.text(2),
+        return {"Method": method, "#Generators": k, dataset: est.text(2), "Trials": len(values),
                 "Gap to Real Data": "" if method == "Real Data" else f"{real_mean - est.mean:.2f}", "Source": "ours"}
 
     rows = [row("Real Data", "", real), row("Baseline", "", baseline["cas_trials"]), row("GaFi", 1, final["cas_trials"])]
     rows += [row("GaFi", r["num_generators"], r["cas_trials"]) for r in multi]
-    return rows + [{"Method": r["method"], "#Generators": r["num_generators"] or "", dataset: f"{r['cas']:.2f}",
+    return rows + [{"Method": r["method"], "#Generators": r["num_generators"] or "", dataset: f"{r['cas']:.2f}", "Trials": "",
                     "Gap to Real Data": "" if r["gap_to_real"] is None else f"{r['gap_to_real']:.2f}",
                     "Source": f"quoted: {r['source']}"} for r in published if r["dataset"] == dataset]
 
