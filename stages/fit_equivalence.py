@@ -115,7 +115,13 @@ def summary_of(frame: pd.DataFrame, fits: dict) -> dict:
 
     def trials(setting: str, n_base: int, real: int, syn: int) -> list[float] | None:
         cell = frame[(frame.setting == setting) & (frame.n_base == n_base) & (frame.n_real_added == real) & (frame.n_syn_added == syn)]
-        return None if cell.empty else cell.sort_values("trial").accuracy.astype(float).tolist()
+        if cell.empty:
+            return None
+        cell = cell.sort_values("trial")
+        if cell.trial.tolist() != list(range(len(cell))):  # compare() pairs trial i with trial i
+            raise UserError(f"augment results of n_base {n_base}, {setting} +{max(real, syn)} hold trials "
+                            f"{cell.trial.tolist()}, not 0..{len(cell) - 1}", "rerun `dvc repro augment` for that base size")
+        return cell.accuracy.astype(float).tolist()
 
     head, comparisons = {}, []
     for setting, fit in fits.items():

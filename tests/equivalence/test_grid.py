@@ -208,3 +208,14 @@ def test_open_set_path_goes_with_source_path_only(fields):
 
     with pytest.raises(ValidationError, match="path is read with source: path and only then"):
         OpenSetConfig(**fields)
+
+
+def test_an_npz_pool_with_other_class_names_is_refused(tmp_path):
+    from synthgap.equivalence.grid import load_pool
+    from synthgap.errors import UserError
+
+    x, y = np.zeros((4, 8, 8, 1), np.uint8), np.array([0, 1, 0, 1])
+    np.savez(tmp_path / "pool.npz", x_train=x, y_train=y, class_names=np.array(["cat", "dog"]))
+    assert load_pool(tmp_path / "pool.npz", "npz", 2, ("cat", "dog"))[1].tolist() == [0, 1, 0, 1]
+    with pytest.raises(UserError, match=r"names its classes \['cat', 'dog'\], not the dataset's \['dog', 'cat'\]"):
+        load_pool(tmp_path / "pool.npz", "npz", 2, ("dog", "cat"))

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from synthgap.gafi.filtering import filter_probs, filtered_sample, keep_mask
@@ -59,6 +60,7 @@ def test_a_classifier_that_rejects_everything_cannot_loop_forever():
     x, y, stats = filtered_sample(generator, reject, torch.tensor([3, 3, 3]), 1.0, 0.9, base_seed=1, max_rounds=5)
     assert len(y) == 9 and stats.accepted == [0, 0, 0] and stats.filled == [3, 3, 3]
     assert stats.rounds == 5 and stats.drawn == [18, 18, 18]  # its quota per round, then the fallback's quota
+    assert stats.summary()["filter_acceptance"] == 0.0  # of the 45 judged candidates; the 9 fill draws are not judged
 
 
 def test_each_round_draws_what_the_gafi_code_draws_per_attempt():
@@ -75,14 +77,17 @@ def test_each_round_draws_what_the_gafi_code_draws_per_attempt():
     stream = generate(generator, torch.ones(500, dtype=torch.long), candidate_seeds(2, 1, 0, 500), 1.0)
     ok = (stream.float().div(255).mean((1, 2, 3)) > 0.5).tolist()
     i = pos = 0
+    doubled = False
     for _ in range(rounds):
         if i >= quota:
             break
+        doubled |= 0 < i
         n = (quota - i) * (1 + (i != 0))
         i, pos = min(quota, i + sum(ok[pos : pos + n])), pos + n
     assert 0 < sum(ok[:pos]) and not all(ok[:pos]), "the rule must accept some but not all candidates"
-    assert stats.rounds >= 2, "the doubling after a first acceptance must be exercised"
+    assert doubled, "a round after a partial acceptance (twice the missing count) must be exercised"
     assert stats.drawn == [0, pos + quota - i] and stats.accepted == [0, i] and stats.filled == [0, quota - i]
+    assert stats.summary()["filter_acceptance"] == pytest.approx(i / pos)  # of the judged candidates
 
 
 def test_unfiltered_set_and_independence_of_batch_size():

@@ -170,8 +170,12 @@ def load_pool(path, fmt: str, num_classes: int, classes: tuple[str, ...] | None 
     if fmt == "npz":
         if not path.is_file():
             raise UserError(f"synthetic pool {path} not found", "point equivalence.open_set.path at an .npz with x_train, y_train")
-        arrays = formats.read_npz(path, ("x_train", "y_train"))
+        arrays = formats.read_npz(path, ("x_train", "y_train"), optional=("class_names",))
         x, y = formats.as_nhwc(arrays["x_train"], path), arrays["y_train"].reshape(-1).astype(np.int64)
+        names = tuple(str(c) for c in arrays.get("class_names", ()))
+        if classes is not None and names and names != tuple(str(c) for c in classes):
+            raise UserError(f"synthetic pool {path} names its classes {list(names)[:10]}, not the dataset's "
+                            f"{list(classes)[:10]}", "write the pool's y_train with the dataset's class indices and names")
     else:
         if not path.is_dir():
             raise UserError(f"synthetic image folder {path} not found", "point equivalence.open_set.path at <class>/* images")

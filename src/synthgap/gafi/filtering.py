@@ -7,9 +7,12 @@ own seed, and a class keeps its first ``quota`` accepted candidates in that orde
 on the batch size. Each round draws, for every class still short, as many candidates as the GaFi code's
 ``generate_dataset`` does per attempt: the missing count while the class has accepted nothing, twice the
 missing count once it has accepted something (``(class_samples - i) * (1 + (i != 0))``). After
-``max_rounds`` rounds (the code's ``filtering_attempts``), classes still short are filled with unfiltered
-candidates (the code's fallback), and the shortfall is reported: the loop can never run forever, and a
-class the generator has collapsed on costs at most ``max_rounds`` times its quota. The classifier predicts in fp32 whatever the precision settings (:func:`filter_probs`).
+``max_rounds`` rounds (the code's ``filtering_attempts``), classes still short are filled with fresh
+unfiltered candidates (the code appends its last attempt's batch again, unfiltered, which can repeat images it
+accepted), and the shortfall is reported (``filled``): the loop can never run forever, and a class the
+generator has collapsed on draws its quota per round, ``max_rounds + 1`` quotas with the fill (a class that
+accepts a little draws up to twice that). ``filter_acceptance`` is accepted / filtered candidates (the
+fill's draws left out). The classifier predicts in fp32 whatever the precision settings (:func:`filter_probs`).
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ class FilterStats:
                            add(self.filled, other.filled), max(self.rounds, other.rounds))
 
     def summary(self) -> dict[str, float]:
-        drawn, accepted = sum(self.drawn), sum(self.accepted)
-        return {"filter_drawn": drawn, "filter_accepted": accepted, "filter_filled": sum(self.filled),
-                "filter_acceptance": accepted / drawn if drawn else 1.0, "filter_rounds": self.rounds}
+        drawn, accepted, filled = sum(self.drawn), sum(self.accepted), sum(self.filled)
+        judged = drawn - filled  # the fill's candidates are drawn but never judged
+        return {"filter_drawn": drawn, "filter_accepted": accepted, "filter_filled": filled,
+                "filter_acceptance": accepted / judged if judged else 1.0, "filter_rounds": self.rounds}
 
 
 @torch.no_grad()

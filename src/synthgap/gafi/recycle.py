@@ -47,4 +47,4 @@ class RecycledSet:
         accepted = sum(entry["filter_accepted"] for entry in self.log)
         filled = sum(entry["filter_filled"] for entry in self.log)
         return {"sets_generated": len(self.log), "filter_drawn": drawn, "filter_accepted": accepted,
-                "filter_filled": filled, "filter_acceptance": accepted / drawn if drawn else 1.0}
+                "filter_filled": filled, "filter_acceptance": accepted / (drawn - filled) if drawn > filled else 1.0}
