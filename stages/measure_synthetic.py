@@ -1,26 +1,35 @@
-"""Stage measure_synthetic@<n_base>: quality of the closed-set pool against the real test set.
+"""Stage measure_synthetic@<n_base>: quality of the synthetic pools against the real test set.
 
-Features are the reference classifier's (train_reference): Fréchet distance, diversity (real and synthetic)
-and a real-vs-synthetic domain classifier's accuracy; with ``equivalence.quality.inception_weights`` also FID
-and Inception Scores (torchmetrics over torch-fidelity's Inception-v3). Writes ``--out`` (``reports/equivalence/measure_synthetic/<n>.json``).
+The pools are the ones augment@<n_base> draws from: the closed-set pool of sample_diffusion (``--pool``) and,
+unless ``equivalence.open_set.source`` is none, the open-set pool (``--sets``: the Real-Fake stand-in's
+text-to-image set; or the user's). Features are the reference classifier's (train_reference): Fréchet
+distance, diversity (real and synthetic) and the accuracy of a real-vs-synthetic domain classifier
+(``equivalence.quality.domain_classifier``: logistic regression on those features, or the paper's classifier
+on images); with ``equivalence.quality.inception_weights`` also FID and Inception Scores (torchmetrics over
+torch-fidelity's Inception-v3). Writes ``--out`` (``reports/equivalence/measure_synthetic/<n>.json``: per pool
+its metrics and ``n_synthetic``, the number of images they were computed on); MLflow metrics
+``<pool>_<metric>``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from synthgap.equivalence.grid import load_pool
+from synthgap.config import TrainConfig
+from synthgap.equivalence.grid import load_pool, open_pool_source
 from synthgap.equivalence.quality import (
     check_inception_weights,
     diversity,
     domain_accuracy,
     extract_features,
     frechet_distance,
+    image_domain_accuracy,
     inception_scores,
 )
 from synthgap.errors import run_main
 from synthgap.models import check_compatible, load_classifier
 from synthgap.paths import atomic_write_json, repo_root
+from synthgap.realfake.pipeline import set_path
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
 from stages.common import base_subset, equivalence_foreach_params
@@ -29,32 +38,47 @@ STAGE = "measure_synthetic"
 
 
 def main() -> None:
-    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "reference", "pool", "out")
+    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "reference", "pool", "sets", "out")
+    cfg = params.section
     device = resolve_device(params.device)
-    quality = params.section.quality
+    quality = cfg.quality
     weights = quality.inception_weights and repo_root() / quality.inception_weights
     if weights:
         check_inception_weights(weights)  # before any compute
     with StageRun(params, experiment="equivalence") as run:
-        data, _ = base_subset(paths.data, n_base, params.section.merge_train_val)
+        data, _ = base_subset(paths.data, n_base, cfg.merge_train_val)
         classifier = load_classifier(paths.reference, device)
         check_compatible(classifier, data.num_classes, data.image_shape, data.name, paths.reference)
-        x_syn, y_syn = load_pool(paths.pool, "npz", data.num_classes)
+        pools = {"closed": load_pool(paths.pool, "npz", data.num_classes)}
+        open_pool = open_pool_source(cfg.open_set, set_path(paths.sets, "base", "txt2img"), repo_root())
+        if open_pool is not None:
+            pools["open"] = load_pool(*open_pool, data.num_classes, data.classes)
         as_tensor = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())  # noqa: E731
         real = extract_features(classifier, as_tensor(data.x_test))
-        synthetic = extract_features(classifier, as_tensor(x_syn))
-        metrics = {
-            "frechet_distance": frechet_distance(real, synthetic),
-            "diversity_real": diversity(real, data.y_test),
-            "diversity_synthetic": diversity(synthetic, y_syn),
-            "domain_accuracy": domain_accuracy(real, synthetic, params.seed),
-        }
-        if weights:
-            metrics |= inception_scores(as_tensor(data.x_test), as_tensor(x_syn), weights, device,
-                                        batch_size=quality.batch_size, seed=params.seed)
-        atomic_write_json(paths.out, metrics | {"n_base": n_base, "n_synthetic": len(y_syn), "n_real": len(data.y_test)})
-        run.log_metrics(metrics)
-        print(f"{params.stage}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+        out = {"n_base": n_base, "n_real": len(data.y_test), "domain_classifier": quality.domain_classifier, "pools": {}}
+        for name, (x_syn, y_syn) in pools.items():
+            synthetic = extract_features(classifier, as_tensor(x_syn))
+            if quality.domain_classifier == "images":
+                epochs = quality.domain_epochs
+                domain_recipe = TrainConfig.model_validate(cfg.classifier.train.model_dump() | {
+                    "epochs": epochs, "milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})})
+                domain = image_domain_accuracy(as_tensor(data.x_test), as_tensor(x_syn), cfg.classifier.model,
+                                               domain_recipe, seed=params.seed, device=device, dataset=data.name)
+            else:
+                domain = domain_accuracy(real, synthetic, params.seed)
+            metrics = {
+                "frechet_distance": frechet_distance(real, synthetic),
+                "diversity_real": diversity(real, data.y_test),
+                "diversity_synthetic": diversity(synthetic, y_syn),
+                "domain_accuracy": domain,
+            }
+            if weights:
+                metrics |= inception_scores(as_tensor(data.x_test), as_tensor(x_syn), weights, device,
+                                            batch_size=quality.batch_size, seed=params.seed)
+            out["pools"][name] = metrics | {"n_synthetic": len(y_syn)}
+            run.log_metrics({f"{name}_{k}": v for k, v in metrics.items()})
+            print(f"{params.stage} {name} ({len(y_syn):,} images): " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+        atomic_write_json(paths.out, out)
 
 
 if __name__ == "__main__":

@@ -398,6 +398,12 @@ class QualityConfig(Section):
         None, description="torch-fidelity's pt_inception-2015-12-05-6726825d.pth (relative to the repo root); "
         "null: no FID/IS, only the reference classifier's feature-space metrics.")
     batch_size: StrictInt = Field(100, ge=1, le=4096, description="Images per Inception forward pass.")
+    domain_classifier: Literal["features", "images"] = Field(
+        "features", description="How domain_accuracy tells real from synthetic: features: logistic regression on "
+        "the reference classifier's features (5-fold); images: the paper's appendix F, a classifier of "
+        "equivalence.classifier.model's architecture trained on half of each set's images, tested on the other half.")
+    domain_epochs: StrictInt = Field(10, ge=1, description="domain_classifier images: training epochs (the "
+                                     "equivalence.classifier.train recipe, lr x0.1 at 50 % and 75 %).")
 
 
 class BaseRatios(Section):

@@ -60,6 +60,33 @@ def domain_accuracy(real: np.ndarray, synthetic: np.ndarray, seed: int = 0) -> f
     return float(100 * cross_val_score(model, x, y, cv=5).mean())
 
 
+def image_domain_accuracy(real_uint8: torch.Tensor, synthetic_uint8: torch.Tensor, model_cfg, train_cfg, *,
+                          seed: int, device, dataset: str = "") -> float:
+    """The Equivalence paper's domain classifier (appendix F): a classifier trained on images to tell real (0)
+    from synthetic (1), on balanced halves of each set, and its test accuracy (%) on the other halves; 50 %:
+    the two sets cannot be told apart."""
+    from synthgap.models import build_classifier, spec_for_data
+    from synthgap.seeding import derive_seed
+    from synthgap.metrics import evaluate
+    from synthgap.train.classifier import to_device_tensors, train_classifier
+
+    n = min(len(real_uint8), len(synthetic_uint8))
+    if n < 4:
+        raise ValueError(f"a domain classifier needs at least 4 images per set, got {n}")
+    rng = np.random.default_rng(derive_seed(seed, "domain"))
+    picks = [rng.permutation(len(real_uint8))[:n], rng.permutation(len(synthetic_uint8))[:n]]
+    half = n // 2
+    x = {split: np.concatenate([s[i[sl]].permute(0, 2, 3, 1).numpy() for s, i in zip((real_uint8, synthetic_uint8), picks)])
+         for split, sl in (("train", slice(0, half)), ("test", slice(half, n)))}
+    y = {"train": np.repeat([0, 1], half), "test": np.repeat([0, 1], n - half)}
+    torch.manual_seed(derive_seed(seed, "domain", "init"))
+    model = build_classifier(spec_for_data(model_cfg, x["train"], 2, dataset))
+    train_classifier(model, to_device_tensors(x["train"], y["train"], device), train_cfg, seed=seed, device=device,
+                     eval_every_epoch=False, desc="domain classifier")
+    test = to_device_tensors(x["test"], y["test"], device)
+    return float(evaluate(model, *test, batch_size=train_cfg.eval_batch_size, precision=train_cfg.precision)["top1"])
+
+
 def mmd2_unbiased(a: np.ndarray, b: np.ndarray) -> float:
     """Unbiased MMD^2 between feature sets (rows) with the kernel k(x, y) = (x.y / d + 1)^3."""
     kernel = lambda x, y: (x @ y.T / a.shape[1] + 1.0) ** 3  # noqa: E731
