@@ -55,20 +55,22 @@ def main() -> None:
             pools["open"] = load_pool(*open_pool, data.num_classes, data.classes)
         as_tensor = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())  # noqa: E731
         real = extract_features(classifier, as_tensor(data.x_test))
+        diversity_real = diversity(real, data.y_test)
+        if quality.domain_classifier == "images":
+            epochs = quality.domain_epochs
+            domain_recipe = TrainConfig.model_validate(cfg.classifier.train.model_dump() | {
+                "epochs": epochs, "milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})})
         out = {"n_base": n_base, "n_real": len(data.y_test), "domain_classifier": quality.domain_classifier, "pools": {}}
         for name, (x_syn, y_syn) in pools.items():
             synthetic = extract_features(classifier, as_tensor(x_syn))
             if quality.domain_classifier == "images":
-                epochs = quality.domain_epochs
-                domain_recipe = TrainConfig.model_validate(cfg.classifier.train.model_dump() | {
-                    "epochs": epochs, "milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})})
                 domain = image_domain_accuracy(as_tensor(data.x_test), as_tensor(x_syn), cfg.classifier.model,
                                                domain_recipe, seed=params.seed, device=device, dataset=data.name)
             else:
                 domain = domain_accuracy(real, synthetic, params.seed)
             metrics = {
                 "frechet_distance": frechet_distance(real, synthetic),
-                "diversity_real": diversity(real, data.y_test),
+                "diversity_real": diversity_real,
                 "diversity_synthetic": diversity(synthetic, y_syn),
                 "domain_accuracy": domain,
             }
