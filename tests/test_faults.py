@@ -24,6 +24,8 @@ from synthgap.paths import atomic_write_text
 from tests.stages.test_stages import (assert_one_error_line, run_killed, run_stage, run_stage_here, snapshot, stage_env,
                                       workspace)
 
+REPO = Path(__file__).resolve().parents[1]
+
 SLOW_TRAIN = {"trials: 2": "trials: 1", "epochs: 2": "epochs: 4, checkpoint_every: 1"}
 
 
@@ -311,3 +313,34 @@ def test_an_interrupt_says_whether_a_rerun_resumes(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "reports" / "out.txt").exists()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_a_stage_process_ends_without_the_interpreter_teardown_and_keeps_its_outputs(tmp_path):
+    """A script whose ``main`` succeeds ends at run_main with status 0, its stdout flushed and its staged
+    output in place, before atexit handlers (the interpreter's teardown) run; the same ``main`` called from
+    another program returns to it."""
+    (tmp_path / ".git").mkdir()
+    script = tmp_path / "train_reference.py"
+    script.write_text(
+        "import atexit, sys\n"
+        "from synthgap.errors import run_main\n"
+        "from synthgap.paths import atomic_write_text\n"
+        "atexit.register(lambda: print('teardown ran', flush=True))\n"
+        "def main():\n"
+        "    atomic_write_text('reports/out.txt', 'new')\n"
+        "    print('stage printed')  # block-buffered: stdout is a pipe\n"
+        "if __name__ == '__main__':\n"
+        "    run_main(main)\n"
+        "else:\n"
+        "    run_main(lambda: print('inside a host'))\n"
+        "    print('returned to the host')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    own = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert own.returncode == 0, own.stderr
+    assert own.stdout == "stage printed\n"
+    assert (tmp_path / "reports" / "out.txt").read_text() == "new"
+    hosted = subprocess.run([sys.executable, "-c", "import train_reference"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path}"}, timeout=120)
+    assert hosted.returncode == 0, hosted.stderr
+    assert hosted.stdout == "inside a host\nreturned to the host\nteardown ran\n"

@@ -90,3 +90,20 @@ def run_main(main: Callable[[], object]) -> None:
                else "no training state was saved yet, so a rerun starts the stage over")
         print(UserError(what, fix).line(), file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+    _end_stage_process(main)
+
+
+def _end_stage_process(main: Callable[[], object]) -> None:
+    """A stage started as ``python -m stages.<stage>`` that succeeded ends here, with status 0, without the
+    interpreter's teardown: unloading torch, MLflow, SQLAlchemy and diffusers takes 1-2 s and writes nothing
+    (38 stages: about a minute of every ``dvc repro``). Every output is written, closed and moved into place
+    and the MLflow run is FINISHED by now. A ``main`` run inside another program (a test calling the stage in
+    its own process) returns as usual."""
+    if getattr(sys.modules.get("__main__"), "main", None) is not main:
+        return
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
