@@ -126,6 +126,31 @@ def test_bootstrap_intervals_cover_the_true_constants():
     assert 0.02 < fit.c1_ci[1] - fit.c1_ci[0] < 0.12 and 0.04 < fit.c2_ci[1] - fit.c2_ci[0] < 0.2  # 0.045, 0.097
 
 
+def test_bootstrap_intervals_are_the_percentiles_of_refits_on_resampled_tables():
+    """The bootstrap against its definition, written out here: every cell's trials resampled with the same
+    generator draws, the whole table refitted through fit_accuracy and fit_constants, percentiles of c1 and c2.
+    The base-only cell (n_real_added = n_syn_added = 0) is in the real rows and in the setting's rows, and the
+    cells have different trial counts, so the points average rows of several cells unevenly."""
+    from synthgap.equivalence.fit import bootstrap_intervals, cell_points, equivalence_tuples
+
+    table = eq11_table(1.3, 2.2, 10000, (500, 2000), trials=3, noise=0.3, seed=3)
+    table = pd.concat([table, table[(table["setting"] == "closed") & (table["trial"] == 0)].head(4).assign(
+        n_syn_added=0, accuracy=lambda f: f["accuracy"] + 0.5)], ignore_index=True)
+    tau, bases, ratios = 10 / 10000, [500, 2000], (1.0, 2.0)
+    rng = np.random.default_rng(7)
+    cells = [g for _, g in table.groupby(["setting", "n_base", "n_real_added", "n_syn_added"])]
+    assert sorted({len(g) for g in cells}) == [3, 4]
+    refits = []
+    for _ in range(40):
+        sample = pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in cells])
+        models = {b: fit_accuracy(cell_points(sample, "closed", b), PAPER_FEATURES, 1e-3) for b in bases}
+        refits.append(fit_constants(np.asarray(equivalence_tuples(models, ratios, 100.0), float), tau)[:2])
+    lo, hi = np.percentile(np.asarray(refits), [2.5, 97.5], axis=0)
+    c1_ci, c2_ci = bootstrap_intervals(table, "closed", bases, PAPER_FEATURES, ratios, tau, 1e-3, 100.0, 40, 7)
+    assert c1_ci == pytest.approx((lo[0], hi[0]), rel=1e-9) and c2_ci == pytest.approx((lo[1], hi[1]), rel=1e-9)
+    assert c1_ci[1] - c1_ci[0] > 0.01
+
+
 def test_refit_of_the_papers_bloodmnist_tables():
     fit = fit_all(pd.read_csv(PUBLISHED / "bloodmnist.csv"), 12000)["closed"]
     assert fit.c1 == pytest.approx(0.72, abs=0.02) and fit.c2 == pytest.approx(3.88, abs=0.1)  # published Eq. 2

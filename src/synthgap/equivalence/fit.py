@@ -240,10 +240,25 @@ def bootstrap_intervals(frame, setting, bases, features, ratios, tau, eps, max_r
     """95 % percentile intervals of c1, c2 when each cell's trials are resampled with replacement."""
     rng = np.random.default_rng(seed)
     cells = [g for _, g in frame[frame["setting"].isin(["real", setting])].groupby(["setting", "n_base", "n_real_added", "n_syn_added"])]
+    # A resampled table differs from ``rows`` only in its accuracies, so which point of which base each row
+    # averages into (:func:`cell_points`) is found once; a round is then one draw per cell and a bincount.
+    rows = pd.concat(cells)
+    points = {}
+    for b in bases:
+        at = (rows["n_base"] == b).to_numpy()
+        pairs = np.column_stack([rows["n_base"].to_numpy(float)[at] + rows["n_real_added"].to_numpy(float)[at],
+                                 rows["n_syn_added"].to_numpy(float)[at]])
+        distinct, index = np.unique(pairs, axis=0, return_inverse=True)  # sorted as groupby sorts
+        points[b] = (at, index.ravel(), np.bincount(index.ravel()), distinct)
+    accuracies = [g["accuracy"].to_numpy(float) for g in cells]
     draws = []
     for _ in range(rounds):
-        sample = pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in cells])
-        models = {b: fit_accuracy(cell_points(sample, setting, b), features, eps) for b in bases}
+        sample = np.concatenate([a[rng.integers(0, len(a), len(a))] for a in accuracies])
+        models = {}
+        for b, (at, index, counts, distinct) in points.items():
+            mean = np.bincount(index, weights=sample[at], minlength=len(counts)) / counts
+            models[b] = fit_accuracy(pd.DataFrame({"n_real": distinct[:, 0], "n_syn": distinct[:, 1], "accuracy": mean}),
+                                     features, eps)
         tuples = equivalence_tuples(models, ratios, max_ratio)
         if len(tuples) >= 2:
             try:
