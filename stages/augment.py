@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 
-from synthgap.config import TrainConfig
 from synthgap.equivalence.grid import (
     cell_training_set,
     check_pool_sizes,
@@ -23,13 +22,11 @@ from synthgap.equivalence.grid import (
     dropped_line,
     epochs_for,
     grid_cells,
-    load_pool,
-    open_pool_source,
+    synthetic_pools,
 )
 from synthgap.errors import run_main
 from synthgap.models import build_classifier, spec_for_data
 from synthgap.paths import atomic_write_json, repo_root
-from synthgap.realfake.pipeline import set_path
 from synthgap.runtime import resolve_device
 from synthgap.grid import Job, run_jobs, summarise
 from synthgap.seeding import derive_seed, trial_seed
@@ -51,10 +48,7 @@ def main() -> None:
     device = resolve_device(params.device)
     with StageRun(params, experiment="equivalence") as run:
         data, base_idx = base_subset(paths.data, n_base, cfg.merge_train_val)
-        pools = {"closed": load_pool(paths.pool, "npz", data.num_classes)}
-        open_pool = open_pool_source(cfg.open_set, set_path(paths.sets, "base", "txt2img"), repo_root())
-        if open_pool is not None:
-            pools["open"] = load_pool(*open_pool, data.num_classes, data.classes)
+        pools = synthetic_pools(cfg, paths.pool, paths.sets, data, repo_root())
         # everything the grid cannot hold is said (or refused) before any training
         ratios = {b: {s: cfg.ratios(b, s) for s in ("real", *pools)} for b in cfg.base_sizes}
         grids = {b: grid_cells(b, len(data.y_train), ratios[b], tuple(pools)) for b in cfg.base_sizes}
@@ -68,9 +62,7 @@ def main() -> None:
                   "out (its synthetic cells still train for the accuracy curves)", flush=True)
         skipped = [d["ratio"] for d in dropped if d["setting"] == "real"]
         epochs = epochs_for(n_base, cfg.epochs_by_base)
-        train_cfg = TrainConfig.model_validate(
-            cfg.classifier.train.model_dump() | {"epochs": epochs, "milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})}
-        )
+        train_cfg = cfg.train_recipe(epochs)
         test = to_device_tensors(data.x_test, data.y_test, device)
         jobs = []
         for cell in cells:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from synthgap.config import TrainConfig
-from synthgap.equivalence.grid import load_pool, open_pool_source
+from synthgap.equivalence.grid import synthetic_pools
 from synthgap.equivalence.quality import (
     check_inception_weights,
     diversity,
@@ -29,7 +28,6 @@ from synthgap.equivalence.quality import (
 from synthgap.errors import run_main
 from synthgap.models import check_compatible, load_classifier
 from synthgap.paths import atomic_write_json, repo_root
-from synthgap.realfake.pipeline import set_path
 from synthgap.runtime import resolve_device
 from synthgap.tracking import StageRun
 from stages.common import base_subset, equivalence_foreach_params
@@ -49,17 +47,12 @@ def main() -> None:
         data, _ = base_subset(paths.data, n_base, cfg.merge_train_val)
         classifier = load_classifier(paths.reference, device)
         check_compatible(classifier, data.num_classes, data.image_shape, data.name, paths.reference)
-        pools = {"closed": load_pool(paths.pool, "npz", data.num_classes)}
-        open_pool = open_pool_source(cfg.open_set, set_path(paths.sets, "base", "txt2img"), repo_root())
-        if open_pool is not None:
-            pools["open"] = load_pool(*open_pool, data.num_classes, data.classes)
+        train_cfg = cfg.train_recipe(epochs)
         as_tensor = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())  # noqa: E731
         real = extract_features(classifier, as_tensor(data.x_test))
         diversity_real = diversity(real, data.y_test)
         if quality.domain_classifier == "images":
-            epochs = quality.domain_epochs
-            domain_recipe = TrainConfig.model_validate(cfg.classifier.train.model_dump() | {
-                "epochs": epochs, "milestones": sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})})
+            domain_recipe = cfg.train_recipe(quality.domain_epochs)
         out = {"n_base": n_base, "n_real": len(data.y_test), "domain_classifier": quality.domain_classifier, "pools": {}}
         for name, (x_syn, y_syn) in pools.items():
             synthetic = extract_features(classifier, as_tensor(x_syn))

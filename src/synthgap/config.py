@@ -463,6 +463,11 @@ class EquivalenceConfig(Section):
             return tuple(own)
         return tuple(self.real_ratios if setting == "real" else self.syn_ratios)
 
+    def train_recipe(self, epochs: int) -> TrainConfig:
+        """``classifier.train`` for ``epochs`` epochs with lr x0.1 at 50 % and 75 % of them (appendix B)."""
+        milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)} - {epochs})
+        return TrainConfig.model_validate(self.classifier.train.model_dump() | {"epochs": epochs, "milestones": milestones})
+
 
 class PretrainConfig(Section):
     """The tiny Stable Diffusion stand-in (same classes as SD-1.5, small configs), pretrained on the train split

@@ -219,3 +219,32 @@ def test_an_npz_pool_with_other_class_names_is_refused(tmp_path):
     assert load_pool(tmp_path / "pool.npz", "npz", 2, ("cat", "dog"))[1].tolist() == [0, 1, 0, 1]
     with pytest.raises(UserError, match=r"names its classes \['cat', 'dog'\], not the dataset's \['dog', 'cat'\]"):
         load_pool(tmp_path / "pool.npz", "npz", 2, ("dog", "cat"))
+
+
+def test_the_synthetic_pools_are_the_closed_pool_and_the_open_source_both_checked_against_the_classes(tmp_path):
+    from types import SimpleNamespace
+
+    from synthgap.config import EquivalenceConfig
+    from synthgap.equivalence.grid import synthetic_pools
+    from synthgap.errors import UserError
+
+    data = SimpleNamespace(num_classes=2, classes=("cat", "dog"))
+    x = np.zeros((4, 8, 8, 1), np.uint8)
+    np.savez(tmp_path / "closed.npz", x_train=x, y_train=np.array([0, 1, 0, 1]), class_names=np.array(["cat", "dog"]))
+    (tmp_path / "sets").mkdir()
+    np.savez(tmp_path / "sets" / "base_txt2img.npz", x_train=x[:3], y_train=np.array([1, 1, 0]))
+    closed_only = EquivalenceConfig(open_set={"source": "none"})
+    pools = synthetic_pools(closed_only, tmp_path / "closed.npz", tmp_path / "sets", data, tmp_path)
+    assert list(pools) == ["closed"] and pools["closed"][1].tolist() == [0, 1, 0, 1]
+    both = synthetic_pools(EquivalenceConfig(open_set={"source": "stand_in"}), tmp_path / "closed.npz", tmp_path / "sets", data, tmp_path)
+    assert list(both) == ["closed", "open"] and both["open"][1].tolist() == [1, 1, 0]
+    with pytest.raises(UserError, match=r"closed.npz names its classes \['cat', 'dog'\], not the dataset's"):
+        synthetic_pools(closed_only, tmp_path / "closed.npz", tmp_path / "sets", SimpleNamespace(num_classes=2, classes=("a", "b")), tmp_path)
+
+
+def test_the_equivalence_recipe_drops_the_learning_rate_at_half_and_three_quarters():
+    from synthgap.config import EquivalenceConfig
+
+    cfg = EquivalenceConfig()
+    assert [cfg.train_recipe(e).milestones for e in (480, 8, 3, 1)] == [(240, 360), (4, 6), (1, 2), ()]
+    assert cfg.train_recipe(8).epochs == 8 and cfg.train_recipe(8).lr == cfg.classifier.train.lr

@@ -157,6 +157,19 @@ def open_pool_source(open_set, stand_in_set: Path, root: Path) -> tuple[Path, st
     return stand_in_set, "npz"
 
 
+def synthetic_pools(cfg, pool: Path, sets: Path, data, root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The pools augment and measure_synthetic draw from, as ``{setting: (x, y)}``: ``closed``, the .npz
+    sample_diffusion wrote (``pool``), and, unless ``cfg.open_set.source`` is none, ``open``
+    (:func:`open_pool_source`; ``sets`` is synthesize_realfake's folder). Both must carry ``data``'s classes."""
+    from synthgap.realfake.pipeline import set_path
+
+    pools = {"closed": load_pool(pool, "npz", data.num_classes, data.classes)}
+    source = open_pool_source(cfg.open_set, set_path(sets, "base", "txt2img"), root)
+    if source is not None:
+        pools["open"] = load_pool(*source, data.num_classes, data.classes)
+    return pools
+
+
 def load_pool(path, fmt: str, num_classes: int, classes: tuple[str, ...] | None = None):
     """A labelled synthetic pool: an .npz with x_train/y_train (as ``save_synthetic`` writes), or an image
     folder of ``<class>/*`` files. An image folder's sub-folders must be exactly the dataset's class names
