@@ -6,9 +6,11 @@ text-to-image set; or the user's). Features are the reference classifier's (trai
 distance, diversity (real and synthetic) and the accuracy of a real-vs-synthetic domain classifier
 (``equivalence.quality.domain_classifier``: logistic regression on those features, or the paper's classifier
 on images); with ``equivalence.quality.inception_weights`` also FID and Inception Scores (torchmetrics over
-torch-fidelity's Inception-v3). Writes ``--out`` (``reports/equivalence/measure_synthetic/<n>.json``: per pool
-its metrics and ``n_synthetic``, the number of images they were computed on); MLflow metrics
-``<pool>_<metric>``.
+torch-fidelity's Inception-v3). ``equivalence.quality.images`` sets how many synthetic images the metrics use
+(the paper's FID and IS: 50,000; a larger pool is measured on a seeded random subset) and
+``equivalence.quality.diversity_features`` the feature space of the diversity score. Writes ``--out``
+(``reports/equivalence/measure_synthetic/<n>.json``: per pool its metrics and ``n_synthetic``, the number of
+images they were computed on); MLflow metrics ``<pool>_<metric>``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from synthgap.equivalence.quality import (
     frechet_distance,
     image_domain_accuracy,
     inception_scores,
+    pool_sample,
 )
 from synthgap.errors import run_main
 from synthgap.models import check_compatible, load_classifier
 from synthgap.paths import atomic_write_json, repo_root
 from synthgap.runtime import resolve_device
+from synthgap.seeding import derive_seed
 from synthgap.tracking import StageRun
 from stages.common import base_subset, equivalence_foreach_params
 
@@ -47,14 +51,19 @@ def main() -> None:
         data, _ = base_subset(paths.data, n_base, cfg.merge_train_val)
         classifier = load_classifier(paths.reference, device)
         check_compatible(classifier, data.num_classes, data.image_shape, data.name, paths.reference)
-        train_cfg = cfg.train_recipe(epochs)
+        pools = synthetic_pools(cfg, paths.pool, paths.sets, data, repo_root())
         as_tensor = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())  # noqa: E731
         real = extract_features(classifier, as_tensor(data.x_test))
         diversity_real = diversity(real, data.y_test)
         if quality.domain_classifier == "images":
             domain_recipe = cfg.train_recipe(quality.domain_epochs)
-        out = {"n_base": n_base, "n_real": len(data.y_test), "domain_classifier": quality.domain_classifier, "pools": {}}
+        out = {"n_base": n_base, "n_real": len(data.y_test), "domain_classifier": quality.domain_classifier,
+               "diversity_features": quality.diversity_features, "pools": {}}
         for name, (x_syn, y_syn) in pools.items():
+            if quality.images and len(y_syn) < quality.images:
+                print(f"{params.stage}: warning: the {name} pool has {len(y_syn):,} images, fewer than "
+                      f"equivalence.quality.images {quality.images:,}; its metrics use all {len(y_syn):,}", flush=True)
+            x_syn, y_syn = pool_sample(x_syn, y_syn, quality.images, derive_seed(params.seed, STAGE, name))
             synthetic = extract_features(classifier, as_tensor(x_syn))
             if quality.domain_classifier == "images":
                 domain = image_domain_accuracy(as_tensor(data.x_test), as_tensor(x_syn), cfg.classifier.model,
@@ -67,9 +76,10 @@ def main() -> None:
                 "diversity_synthetic": diversity(synthetic, y_syn),
                 "domain_accuracy": domain,
             }
-            if weights:
+            if weights:  # with diversity_features: inception, its diversity_* replace the reference classifier's
+                labels = (data.y_test, y_syn) if quality.diversity_features == "inception" else None
                 metrics |= inception_scores(as_tensor(data.x_test), as_tensor(x_syn), weights, device,
-                                            batch_size=quality.batch_size, seed=params.seed)
+                                            batch_size=quality.batch_size, seed=params.seed, labels=labels)
             out["pools"][name] = metrics | {"n_synthetic": len(y_syn)}
             run.log_metrics({f"{name}_{k}": v for k, v in metrics.items()})
             print(f"{params.stage} {name} ({len(y_syn):,} images): " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))

@@ -1,7 +1,8 @@
 """Stage sample_diffusion@<n_base>: a class-balanced synthetic pool from the base subset's EDM model.
 
 The pool holds the base's largest closed-set ratio (``equivalence.syn_ratios``, or its entry in
-``ratios_by_base``) x n_base images, labels interleaved so that every prefix is class-balanced, each from its
+``ratios_by_base``) x n_base images, or ``equivalence.quality.images`` if that is more (the images
+measure_synthetic's FID and IS use), labels interleaved so that every prefix is class-balanced, each from its
 own seed (deterministic Heun, ``equivalence.diffusion.sampler_steps`` steps).
 Writes ``--out`` (``data/synthetic/sample_diffusion/<n>.npz``: images, labels, seeds, class names, and ``seconds``: the
 wall seconds the sampling took, the generation cost compare_generators reports) and a preview.
@@ -34,7 +35,7 @@ def main() -> None:
     with StageRun(params, experiment="equivalence") as run:
         data = load_processed(paths.data)
         denoiser = load_denoiser(paths.model, device)
-        count = round(max(cfg.ratios(n_base, "closed")) * n_base)
+        count = max(round(max(cfg.ratios(n_base, "closed")) * n_base), cfg.quality.images or 0)
         labels = torch.arange(count, device=device) % data.num_classes
         seeds = image_seeds(params.seed, torch.arange(count), STAGE, n_base)
         h, _, c = data.image_shape

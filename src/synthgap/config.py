@@ -404,6 +404,21 @@ class QualityConfig(Section):
         "equivalence.classifier.model's architecture trained on half of each set's images, tested on the other half.")
     domain_epochs: StrictInt = Field(10, ge=1, description="domain_classifier images: training epochs (the "
                                      "equivalence.classifier.train recipe, lr x0.1 at 50 % and 75 %).")
+    images: StrictInt | None = Field(
+        None, ge=2, description="Synthetic images every pool metric is computed on (paper, Table 2: 50,000 for FID "
+        "and IS): sample_diffusion makes the closed-set pool at least this large, and a pool larger than this is "
+        "measured on a seeded random subset of this size; an open-set pool that is smaller is measured whole "
+        "(with a warning). The report states the count (n_synthetic). null: every pool as it is.")
+    diversity_features: Literal["reference", "inception"] = Field(
+        "reference", description="Feature space of the diversity score (mean per-class standard deviation of the "
+        "features): reference: the reference classifier's penultimate features; inception: Inception-v3's 2048-d "
+        "pool features, as FID uses them (needs inception_weights).")
+
+    @model_validator(mode="after")
+    def _inception_for_diversity(self) -> QualityConfig:
+        if self.diversity_features == "inception" and not self.inception_weights:
+            raise ValueError("diversity_features: inception needs inception_weights (torch-fidelity's Inception-v3 file)")
+        return self
 
 
 class BaseRatios(Section):

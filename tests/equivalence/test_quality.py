@@ -227,3 +227,42 @@ def test_image_domain_classifier_tells_apart_what_differs_and_not_what_does_not(
     assert apart > 95 and 30 < alike < 70
     with pytest.raises(ValueError, match="at least 4 images"):
         image_domain_accuracy(dark[:3], bright, model, fast_train, seed=0, device="cpu")
+
+
+def test_a_pool_is_measured_whole_or_on_a_seeded_subset_of_the_requested_size():
+    from synthgap.equivalence.quality import pool_sample
+
+    x, y = np.arange(100).reshape(100, 1, 1, 1), np.arange(100) % 4
+    assert pool_sample(x, y, None, 0)[1] is y and pool_sample(x, y, 100, 0)[1] is y and pool_sample(x, y, 500, 0)[1] is y
+    xs, ys = pool_sample(x, y, 30, seed=5)
+    picked = xs.reshape(-1)
+    assert len(picked) == 30 == len(set(picked.tolist())) and np.all(np.diff(picked) > 0)  # distinct, pool order
+    assert np.array_equal(ys, y[picked])  # labels travel with their images
+    assert np.array_equal(pool_sample(x, y, 30, seed=5)[0], xs) and not np.array_equal(pool_sample(x, y, 30, seed=6)[0], xs)
+
+
+def test_diversity_in_inception_features_is_that_of_the_pool_features(tmp_path, monkeypatch):
+    """With the stand-in network the 2048-d features are (mean pixel, 0, ..., 0), so diversity (the mean over
+    classes of the features' mean per-dimension std) is the per-class std of the mean pixel / 2048."""
+    import torchmetrics.image.fid
+
+    from synthgap.config import QualityConfig
+
+    monkeypatch.setattr(torchmetrics.image.fid, "NoTrainInceptionV3", StandInInception)
+    weights = tmp_path / INCEPTION_FILE
+    torch.save({"Mixed_7c.branch_pool.conv.weight": torch.zeros(1)}, weights)
+    gen = torch.Generator().manual_seed(1)
+    real = torch.randint(0, 256, (24, 1, 8, 8), generator=gen, dtype=torch.uint8)
+    synthetic = torch.randint(0, 128, (20, 1, 8, 8), generator=gen, dtype=torch.uint8)
+    y_real, y_syn = np.arange(24) % 3, np.arange(20) % 2
+    out = inception_scores(real, synthetic, weights, "cpu", batch_size=10, splits=1, labels=(y_real, y_syn))
+
+    def expected(images, labels):
+        means = images.double().mean((1, 2, 3)).numpy()
+        return np.mean([means[labels == c].std() for c in np.unique(labels)]) / 2048
+
+    assert out["diversity_real"] == pytest.approx(expected(real, y_real), rel=1e-5)
+    assert out["diversity_synthetic"] == pytest.approx(expected(synthetic, y_syn), rel=1e-5)
+    assert "diversity_real" not in inception_scores(real, synthetic, weights, "cpu", batch_size=10, splits=1)
+    with pytest.raises(ValueError, match="diversity_features: inception needs inception_weights"):
+        QualityConfig(diversity_features="inception")

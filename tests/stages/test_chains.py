@@ -230,6 +230,34 @@ def test_the_equivalence_chain_trains_samples_augments_and_measures(chain):
         assert pool["frechet_distance"] >= 0 and 0 <= pool["domain_accuracy"] <= 100 and pool["n_synthetic"] > 0
 
 
+def test_quality_images_sizes_the_closed_pool_and_the_sample_every_pool_is_measured_on(chain, tmp_path, capsys):
+    """equivalence.quality.images above the grid's pool size: sample_diffusion makes that many, and
+    measure_synthetic measures that many of the closed pool, a random subset of an open pool larger than
+    that, and an open pool smaller than that whole, saying so."""
+    ws = tmp_path / "ws"
+    shutil.copytree(chain, ws)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    n_base = params["equivalence"]["base_sizes"][0]
+    with np.load(ws / "data" / "synthetic" / "sample_diffusion" / f"{n_base}.npz") as pool:
+        grid_size = len(pool["y_train"])
+    with np.load(ws / "data" / "synthetic" / "synthesize_realfake" / "base_txt2img.npz") as pool:
+        open_size = len(pool["y_train"])
+    assert grid_size + 7 < open_size  # the first size subsets the open pool, the second exceeds it
+    for images in (grid_size + 7, open_size + 1):
+        params["equivalence"]["quality"]["images"] = images
+        (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        capsys.readouterr()
+        run_in_process(ws, "sample_diffusion", str(n_base))
+        run_in_process(ws, "measure_synthetic", str(n_base))
+        with np.load(ws / "data" / "synthetic" / "sample_diffusion" / f"{n_base}.npz") as pool:
+            assert len(pool["y_train"]) == images
+        measured = read(ws, "reports", "equivalence", "measure_synthetic", f"{n_base}.json")["pools"]
+        assert measured["closed"]["n_synthetic"] == images
+        assert measured["open"]["n_synthetic"] == min(images, open_size)
+        warned = f"the open pool has {open_size:,} images, fewer than equivalence.quality.images {images:,}"
+        assert (warned in capsys.readouterr().out) == (open_size < images)
+
+
 def test_compare_generators_runs_on_what_the_chains_made(chain):
     data = read(chain, "reports", "synthgap", "compare_generators.json")
     sources = yaml.safe_load((chain / "params.yaml").read_text())["compare_generators"]["sources"]

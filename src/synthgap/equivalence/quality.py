@@ -45,6 +45,16 @@ def diversity(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean([features[labels == c].std(0).mean() for c in np.unique(labels) if (labels == c).sum() > 1]))
 
 
+def pool_sample(x: np.ndarray, y: np.ndarray, images: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images of a pool its metrics are computed on (``equivalence.quality.images``): all of them when
+    ``images`` is None or not smaller than the pool, else a random subset of ``images`` drawn with ``seed``,
+    in pool order."""
+    if images is None or images >= len(y):
+        return x, y
+    keep = np.sort(np.random.default_rng(seed).choice(len(y), images, replace=False))
+    return x[keep], y[keep]
+
+
 def domain_accuracy(real: np.ndarray, synthetic: np.ndarray, seed: int = 0) -> float:
     """Cross-validated accuracy (%) of telling real from synthetic features, on balanced classes."""
     from sklearn.linear_model import LogisticRegression
@@ -155,10 +165,12 @@ def check_inception_weights(path, key: str = "equivalence.quality.inception_weig
 
 @torch.no_grad()
 def inception_scores(real_uint8: torch.Tensor, synthetic_uint8: torch.Tensor, weights, device,
-                     batch_size: int = 100, splits: int = 10, seed: int = 0) -> dict[str, float]:
+                     batch_size: int = 100, splits: int = 10, seed: int = 0,
+                     labels: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
     """FID (:func:`frechet_distance`) and KID (:func:`kernel_distance`) of the 2048-d pool features between two uint8 (N, C, H, W) sets and the
     Inception Score of each (grey images repeat to RGB; torchmetrics resizes to 299 px as torch-fidelity does).
-    ``seed`` fixes IS's shuffle into splits and KID's subsets."""
+    ``seed`` fixes IS's shuffle into splits and KID's subsets. With ``labels`` (of the real and the synthetic
+    images) also ``diversity_real`` and ``diversity_synthetic`` (:func:`diversity`) of those same features."""
     from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
     from torchmetrics.image.inception import InceptionScore
 
@@ -177,6 +189,8 @@ def inception_scores(real_uint8: torch.Tensor, synthetic_uint8: torch.Tensor, we
     real, synthetic = (torch.cat(f).numpy() for f in features.values())
     kid, kid_std = kernel_distance(real, synthetic, seed=seed)
     out = {"fid": frechet_distance(real, synthetic), "kid": kid, "kid_std": kid_std}
+    if labels is not None:
+        out |= {"diversity_real": diversity(real, labels[0]), "diversity_synthetic": diversity(synthetic, labels[1])}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name, metric in scores.items():
