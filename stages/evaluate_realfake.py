@@ -2,7 +2,8 @@
 
 Table 1: real only, synthetic only (``full`` img2img) and real + synthetic; Table 2: the ablation over latent
 prior (img2img vs txt2img), visual guidance, distribution matching and finetuning; Table 3: x k synthetic sets
-for k in ``realfake.scales`` (plus real + synthetic). Each distinct training set trains one
+for k in ``realfake.scales`` (plus real + synthetic). Every classifier is also tested on each
+out-of-distribution set of ``realfake.ood`` (section 4.4; ``synthgap.data.ood``): a Table 1 column per set. Each distinct training set trains one
 ``realfake.classifier`` and is tested on the real test split. Writes, in ``--out`` (``reports/realfake/``), ``table{1,2,3}.{csv,md}``,
 ``evaluate_realfake.json`` and the scaling figure (Fig. 2).
 """
@@ -14,10 +15,11 @@ import torch
 
 from synthgap.data import load_processed
 from synthgap.data.formats import read_npz
+from synthgap.data.ood import load_ood
 from synthgap.errors import UserError, run_main
 from synthgap.grid import Job, run_jobs, summarise
 from synthgap.models import build_classifier, spec_for_data
-from synthgap.paths import atomic_write_json
+from synthgap.paths import atomic_write_json, repo_root
 from synthgap.realfake.pipeline import set_path, table_rows, training_sets, trial_block
 from synthgap.realfake.report import comparisons as realfake_comparisons
 from synthgap.realfake.report import scaling_figure
@@ -68,8 +70,14 @@ def main() -> None:
                 model = build_classifier(spec_for_data(cfg.classifier.model, x, data.num_classes, "realfake"))
                 cell = {"training_set": name, "n_train": len(y), "n_real": n if ("real",) in parts else 0}
                 jobs.append(Job(name, cell, trial, seed, model, to_device_tensors(x, y, device), len(y), cfg.classifier.train))
-        rows = run_jobs(run, STAGE, jobs, score, device=device, evals={"test": test})
-        accuracy = {row["cell"]: row for row in summarise(rows, ("top1", "top5"))}
+        ood = [load_ood(spec, data.classes, data.x_test, data.y_test, repo_root(), derive_seed(params.seed, "ood", spec.name))
+               for spec in cfg.ood]
+        for o in ood:
+            print(f"{STAGE}: out-of-distribution set {o.name}: {len(o.y):,} images of {len(o.covered)} of "
+                  f"{data.num_classes} classes", flush=True)
+        evals = {"test": test} | {f"ood_{o.name}": to_device_tensors(o.x, o.y, device) for o in ood}
+        rows = run_jobs(run, STAGE, jobs, score, device=device, evals=evals)
+        accuracy = {row["cell"]: row for row in summarise(rows, ("top1", "top5", *(f"ood_{o.name}_top1" for o in ood)))}
         run.record_cells(list(accuracy.values()), ("top1",))
         for name, row in accuracy.items():
             print(f"{STAGE}: {name} ({row['n_train']} images): top-1 {estimate(row['top1_trials']).text(2)}")
@@ -85,7 +93,8 @@ def main() -> None:
         headline = {"realfake_real_top1": headline_of(accuracy["real"]["top1_trials"]),
                     "realfake_synthetic_top1": headline_of(accuracy["full_img2img"]["top1_trials"]),
                     "realfake_real_plus_synthetic_top1": headline_of(accuracy["real_plus_full_img2img"]["top1_trials"])}
-        atomic_write_json(reports / f"{STAGE}.json", {"accuracy": accuracy, "trials": rows, **tables})
+        ood_sets = {o.name: {"format": spec.format, "images": len(o.y), "classes": list(o.covered)} for o, spec in zip(ood, cfg.ood)}
+        atomic_write_json(reports / f"{STAGE}.json", {"accuracy": accuracy, "trials": rows, "ood": ood_sets, **tables})
         atomic_write_json(reports / "summary.json", {"headline": headline, "comparisons": comparisons})
         write_table([{k: c[k] for k in ("name", "diff_mean", "ci95", "trials", "verdict")} for c in comparisons],
                     reports / "comparisons", "Real-Fake: paired comparisons (top-1 points, 95 % interval over trials)")

@@ -545,6 +545,28 @@ class PrivacyConfig(Section):
 ABLATION_VARIANTS = ("base", "plain", "guidance", "matching", "full")
 
 
+OOD_FORMATS = ("digits_shifted", "imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "imagefolder")
+
+
+class OodSet(Section):
+    """One out-of-distribution test set of evaluate_realfake (paper, section 4.4: ImageNet-V2, -Sketch, -R and
+    -A restricted to the training classes), read by :func:`synthgap.data.ood.load_ood`."""
+
+    name: StrictStr = Field(pattern=r"^[a-z0-9_]+$", description="Its column in Table 1 (ood_<name>_top1).")
+    format: Literal[OOD_FORMATS] = Field(  # type: ignore[valid-type]
+        description="digits_shifted: the embedded digits' test split under a fixed shift (rotation, scale, noise); "
+        "imagenet_v2: <ImageNet class index>/* folders; imagenet_sketch, imagenet_r, imagenet_a, imagefolder: "
+        "<class>/* folders named like the dataset's classes (WordNet ids for ImageNette); classes absent from the "
+        "set (ImageNet-R and -A hold 200 of ImageNet's 1,000) are left out and named in the report.")
+    path: StrictStr | None = Field(None, description="Its folder, relative to the repository root; digits_shifted: null.")
+
+    @model_validator(mode="after")
+    def _path(self) -> OodSet:
+        if (self.format == "digits_shifted") == (self.path is not None):
+            raise ValueError(f"ood set {self.name}: format digits_shifted takes no path, every other format one")
+        return self
+
+
 class RealFakeConfig(Section):
     base_model: StrictStr | None = Field(
         None, description="Stable Diffusion folder (diffusers layout, e.g. SD-1.5); null: the pretrained stand-in.")
@@ -567,12 +589,17 @@ class RealFakeConfig(Section):
     scales: tuple[StrictInt, ...] = Field((1, 2, 5, 10), min_length=1, description="Table 3: synthetic set x real size.")
     classifier: ClassifierConfig = ClassifierConfig(model=ModelConfig(arch="resnet50"))
     privacy: PrivacyConfig = PrivacyConfig()
+    ood: tuple[OodSet, ...] = Field((), description="Out-of-distribution test sets: every evaluate_realfake "
+                                    "classifier is also tested on each, a column of Table 1 per set.")
 
     @model_validator(mode="after")
     def _grid(self) -> RealFakeConfig:
         check_grid("scales", self.scales, lambda v: v >= 1, "each scale must be >= 1")
         if "full" not in self.ablation:
             raise ValueError("ablation must include 'full' (Tables 1 and 3 and the privacy study use it)")
+        names = [s.name for s in self.ood]
+        if len(set(names)) < len(names):
+            raise ValueError(f"ood names must differ: {names}")
         return self
 
 

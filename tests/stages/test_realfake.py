@@ -24,6 +24,7 @@ REALFAKE = """realfake:
     model: {arch: resnet20, width: 4}
     train: {epochs: 1, batch_size: 128, milestones: [], crop_padding: 1, flip: false}
   privacy: {shadows: 2, fpr: [0.01], finetune_steps: 4}
+  ood: [{name: digits_shifted, format: digits_shifted, path: null}]
 """
 STAGES = ("prepare_data", "train_reference", "pretrain_base_model", "finetune_lora", "synthesize_realfake",
           "evaluate_realfake", "attack_membership", "detect_copies")
@@ -44,6 +45,12 @@ def test_stages_write_tables_privacy_reports_and_adapters(realfake):
     with open(reports / "table1.csv") as fh:
         table1 = list(csv.DictReader(fh))
     assert [r["data"] for r in table1] == ["real only", "synthetic only", "real + synthetic"]
+    assert all("±" in r["ood_digits_shifted"] for r in table1)  # an out-of-distribution column (section 4.4)
+    evaluated = json.loads((reports / "evaluate_realfake.json").read_text())
+    assert evaluated["ood"] == {"digits_shifted": {"format": "digits_shifted", "images": 450, "classes": [str(i) for i in range(10)]}}
+    assert all(len(row["ood_digits_shifted_top1_trials"]) == 2 for row in evaluated["accuracy"].values())
+    named = {c["name"] for c in json.loads((reports / "summary.json").read_text())["comparisons"]}
+    assert {"realfake_synthetic_vs_real_ood_digits_shifted", "realfake_real_plus_synthetic_vs_real_ood_digits_shifted"} <= named
     with open(reports / "table2.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["latent_prior"], r["finetune"]) for r in rows] == [("False", "False"), ("False", "True"),

@@ -169,13 +169,15 @@ def training_sets(cfg: RealFakeConfig) -> dict[str, tuple]:
 
 def table_rows(cfg: RealFakeConfig, acc: dict[str, dict]) -> dict[str, list[dict]]:
     """Tables 1-3 from the summarised rows of each training set (``acc[name]`` has ``top1_trials``, and
-    ``top5_trials`` with more than 10 classes): each cell is mean ± the half-width of its 95 % interval."""
-    def row(label: dict, name: str) -> dict:
-        return {**label, **{k: estimate(acc[name][f"{k}_trials"]).text(2) for k in ("top1", "top5") if f"{k}_trials" in acc[name]},
-                "training_set": name}
+    ``top5_trials`` with more than 10 classes): each cell is mean ± the half-width of its 95 % interval.
+    Table 1 has a column ``ood_<name>`` (top-1) per out-of-distribution set of ``realfake.ood``."""
+    def row(label: dict, name: str, ood: bool = False) -> dict:
+        keys = ("top1", "top5", *(f"ood_{s.name}_top1" for s in (cfg.ood if ood else ())))
+        return {**label, **{k.removesuffix("_top1") if k.startswith("ood_") else k: estimate(acc[name][f"{k}_trials"]).text(2)
+                            for k in keys if f"{k}_trials" in acc[name]}, "training_set": name}
 
-    table1 = [row({"data": "real only"}, "real"), row({"data": "synthetic only"}, "full_img2img"),
-              row({"data": "real + synthetic"}, "real_plus_full_img2img")]
+    table1 = [row({"data": "real only"}, "real", ood=True), row({"data": "synthetic only"}, "full_img2img", ood=True),
+              row({"data": "real + synthetic"}, "real_plus_full_img2img", ood=True)]
     table2 = []
     for mode in ("txt2img", "img2img"):
         for variant in ablation_order(cfg):

@@ -75,7 +75,8 @@ ABLATION_PAIRS = (("plain", "base", "finetune"), ("guidance", "plain", "visual_g
 def comparisons(cfg, acc: dict[str, dict]) -> list[dict]:
     """The paper's comparisons as paired differences over trials (top-1 points): Table 1 against real data;
     each Table 2 variant against the variant without one of its components (and the whole method against no
-    finetuning), per synthesis mode; img2img (latent prior) against text-to-image; Table 3 scales against x1."""
+    finetuning), per synthesis mode; img2img (latent prior) against text-to-image; Table 3 scales against x1;
+    Table 1 against real data on each out-of-distribution set (``realfake.ood``)."""
     from synthgap.realfake.pipeline import ablation_order, scale_set
     from synthgap.stats import compare
 
@@ -92,4 +93,8 @@ def comparisons(cfg, acc: dict[str, dict]) -> list[dict]:
                     component="latent_prior") for v in order]
     out += [compare(f"realfake_scale_x{k}_vs_x1", "realfake", trials(scale_set(k)), trials("full_img2img"))
             for k in cfg.scales if k > 1]
+    for ood in cfg.ood:  # section 4.4: does synthetic data change accuracy out of distribution?
+        key = f"ood_{ood.name}_top1_trials"
+        out += [compare(f"realfake_{a}_vs_real_ood_{ood.name}", "realfake", acc[b][key], acc["real"][key])
+                for a, b in (("synthetic", "full_img2img"), ("real_plus_synthetic", "real_plus_full_img2img"))]
     return out
