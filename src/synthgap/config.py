@@ -548,7 +548,7 @@ ABLATION_VARIANTS = ("base", "plain", "guidance", "matching", "full")
 OOD_FORMATS = ("digits_shifted", "imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "imagefolder")
 
 
-class OodSet(Section):
+class OodSetConfig(Section):
     """One out-of-distribution test set of evaluate_realfake (paper, section 4.4: ImageNet-V2, -Sketch, -R and
     -A restricted to the training classes), read by :func:`synthgap.data.ood.load_ood`."""
 
@@ -561,7 +561,7 @@ class OodSet(Section):
     path: StrictStr | None = Field(None, description="Its folder, relative to the repository root; digits_shifted: null.")
 
     @model_validator(mode="after")
-    def _path(self) -> OodSet:
+    def _path(self) -> OodSetConfig:
         if (self.format == "digits_shifted") == (self.path is not None):
             raise ValueError(f"ood set {self.name}: format digits_shifted takes no path, every other format one")
         return self
@@ -589,7 +589,7 @@ class RealFakeConfig(Section):
     scales: tuple[StrictInt, ...] = Field((1, 2, 5, 10), min_length=1, description="Table 3: synthetic set x real size.")
     classifier: ClassifierConfig = ClassifierConfig(model=ModelConfig(arch="resnet50"))
     privacy: PrivacyConfig = PrivacyConfig()
-    ood: tuple[OodSet, ...] = Field((), description="Out-of-distribution test sets: every evaluate_realfake "
+    ood: tuple[OodSetConfig, ...] = Field((), description="Out-of-distribution test sets: every evaluate_realfake "
                                     "classifier is also tested on each, a column of Table 1 per set.")
 
     @model_validator(mode="after")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthgap.config import OodSet as OodSpec
+from synthgap.config import OodSetConfig
 from synthgap.data.ood import IMAGENET_INDEX, load_ood, shifted
 from synthgap.errors import UserError
 
@@ -25,7 +25,7 @@ def test_imagenet_v2_folders_are_class_indices_and_only_the_training_classes_are
     write_images(root / "701", [40, 50, 60])  # parachute
     write_images(root / "1", [99])            # goldfish: not a training class
     x_test = np.zeros((5, 8, 8, 3), np.uint8)
-    ood = load_ood(OodSpec(name="v2", format="imagenet_v2", path=root.name), CLASSES, x_test, np.zeros(5), tmp_path, 0)
+    ood = load_ood(OodSetConfig(name="v2", format="imagenet_v2", path=root.name), CLASSES, x_test, np.zeros(5), tmp_path, 0)
     assert ood.x.shape == (6, 8, 8, 3) and ood.x.dtype == np.uint8  # resized to the dataset's size
     assert ood.y.tolist() == [0, 0, 1, 2, 2, 2] and ood.covered == CLASSES
     assert [int(v) for v in ood.x[:, 4, 4, 0]] == pytest.approx([10, 20, 30, 40, 50, 60], abs=2)  # JPEG rounding
@@ -38,20 +38,20 @@ def test_wnid_folders_with_absent_classes_cover_what_they_hold(tmp_path):
     write_images(tmp_path / "imagenet-r" / "n02102040", [100, 120])
     write_images(tmp_path / "imagenet-r" / "n09999999", [1])
     x_test = np.zeros((3, 8, 8, 1), np.uint8)
-    ood = load_ood(OodSpec(name="r", format="imagenet_r", path="imagenet-r"), CLASSES, x_test, np.zeros(3), tmp_path, 0)
+    ood = load_ood(OodSetConfig(name="r", format="imagenet_r", path="imagenet-r"), CLASSES, x_test, np.zeros(3), tmp_path, 0)
     assert ood.x.shape == (2, 8, 8, 1) and ood.y.tolist() == [1, 1] and ood.covered == ("n02102040",)
 
 
 def test_missing_or_foreign_ood_folders_are_one_line_errors(tmp_path):
     x_test = np.zeros((1, 8, 8, 3), np.uint8)
     with pytest.raises(UserError, match=r"out-of-distribution set s: folder .*sketch not found; unpack imagenet_sketch"):
-        load_ood(OodSpec(name="s", format="imagenet_sketch", path="sketch"), CLASSES, x_test, np.zeros(1), tmp_path, 0)
+        load_ood(OodSetConfig(name="s", format="imagenet_sketch", path="sketch"), CLASSES, x_test, np.zeros(1), tmp_path, 0)
     write_images(tmp_path / "sketch" / "n09999999", [1])
     with pytest.raises(UserError, match="holds no images of the dataset's classes"):
-        load_ood(OodSpec(name="s", format="imagenet_sketch", path="sketch"), CLASSES, x_test, np.zeros(1), tmp_path, 0)
+        load_ood(OodSetConfig(name="s", format="imagenet_sketch", path="sketch"), CLASSES, x_test, np.zeros(1), tmp_path, 0)
     write_images(tmp_path / "v2" / "0", [1])
     with pytest.raises(UserError, match=r"no ImageNet class index is known here for \['cat'\]"):
-        load_ood(OodSpec(name="v", format="imagenet_v2", path="v2"), ("cat",), x_test, np.zeros(1), tmp_path, 0)
+        load_ood(OodSetConfig(name="v", format="imagenet_v2", path="v2"), ("cat",), x_test, np.zeros(1), tmp_path, 0)
 
 
 def ink_axis(image):
@@ -69,7 +69,7 @@ def test_shifted_digits_are_rotated_15_to_30_degrees_and_shrunk_with_labels_kept
     x = np.zeros((40, 41, 41, 1), np.uint8)
     x[:, 19:22, 6:35] = 255
     y = np.arange(40) % 10
-    spec = OodSpec(name="digits_shifted", format="digits_shifted")
+    spec = OodSetConfig(name="digits_shifted", format="digits_shifted")
     ood = load_ood(spec, tuple(str(i) for i in range(10)), x, y, None, seed=3)
     assert ood.x.shape == x.shape and ood.x.dtype == np.uint8 and np.array_equal(ood.y, y)
     assert np.array_equal(ood.x, shifted(x, 3)) and not np.array_equal(shifted(x, 3), shifted(x, 4))
@@ -83,6 +83,6 @@ def test_shifted_digits_are_rotated_15_to_30_degrees_and_shrunk_with_labels_kept
 
 def test_ood_specs_need_a_path_except_the_shifted_digits():
     with pytest.raises(ValueError, match="format digits_shifted takes no path, every other format one"):
-        OodSpec(name="a", format="imagenet_a")
+        OodSetConfig(name="a", format="imagenet_a")
     with pytest.raises(ValueError, match="format digits_shifted takes no path"):
-        OodSpec(name="d", format="digits_shifted", path="x")
+        OodSetConfig(name="d", format="digits_shifted", path="x")

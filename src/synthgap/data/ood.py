@@ -7,7 +7,7 @@ to ImageNette's ten classes. Their layouts, as their releases unpack:
   the sorted order of ImageNet-1k's WordNet ids (ImageNette's ten are :data:`IMAGENET_INDEX`);
 - ImageNet-Sketch (``sketch/``), ImageNet-R (``imagenet-r/``), ImageNet-A (``imagenet-a/``): ``<wnid>/*``; R and A
   hold 200 of the 1,000 classes, so some of the training classes may be absent: they are left out, and
-  :class:`OodSet` names the classes it covers.
+  the loaded :class:`OodSet` names the classes it covers.
 
 ``imagefolder`` reads any ``<class>/*`` folder named like the dataset's classes. For the embedded digits there is
 no second digits distribution on disk, so ``digits_shifted`` is the test split under a fixed, seeded shift
@@ -20,12 +20,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from synthgap.data import formats
 from synthgap.errors import UserError
+
+if TYPE_CHECKING:
+    from synthgap.config import OodSetConfig
 
 # ImageNette's WordNet ids -> their ImageNet-1k class indices (ImageNet-V2's folder names)
 IMAGENET_INDEX = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
@@ -40,7 +44,7 @@ class OodSet:
     covered: tuple[str, ...]  # the dataset's classes the set holds images of
 
 
-def load_ood(spec, classes: tuple[str, ...], x_test: np.ndarray, y_test: np.ndarray, root: Path, seed: int) -> OodSet:
+def load_ood(spec: OodSetConfig, classes: tuple[str, ...], x_test: np.ndarray, y_test: np.ndarray, root: Path, seed: int) -> OodSet:
     """The test set ``spec`` (a ``realfake.ood`` entry) at the shape of ``x_test`` (the dataset's test split,
     which ``digits_shifted`` shifts), labelled with indices into ``classes``; folders relative to ``root``."""
     if spec.format == "digits_shifted":
@@ -65,7 +69,7 @@ def load_ood(spec, classes: tuple[str, ...], x_test: np.ndarray, y_test: np.ndar
     if not items:
         raise UserError(f"out-of-distribution set {spec.name}: {folder} holds no images of the dataset's classes "
                         f"({', '.join(classes[:3])}, ...)", f"check that it is {spec.format} and unpacked whole")
-    _, h, w, c = x_test.shape
+    _, h, _, c = x_test.shape
     x = formats.read_images([f for f, _ in items], h, grayscale=c == 1)
     return OodSet(spec.name, x, np.array([label for _, label in items], dtype=np.int64), covered)
 
