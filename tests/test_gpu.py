@@ -24,8 +24,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import synthgap.train.classifier as classifier_module
 from synthgap.models import ClassifierSpec, build_classifier
 from synthgap.train.classifier import to_device_tensors, train_classifier, train_classifiers
+from synthgap.train.optim import SGD
 from synthgap.train.precision import autocast_for, channels_last_for, uses_bf16
 from tests.conftest import REPO, separable_images
 from tests.models.test_stacked import models as stackable_models
@@ -115,7 +117,7 @@ def test_fused_sgd_step_equals_foreach_step_and_the_loop_uses_it(monkeypatch, fa
         params = [p.detach().clone().requires_grad_() for p in model.parameters()]
         for p, q in zip(params, model.parameters()):
             p.grad = q.grad.clone()
-        opt = torch.optim.SGD(params, **settings, **{impl: True})
+        opt = SGD(params, **settings, **{impl: True})
         for _ in range(3):  # the second and third steps use the momentum buffers
             opt.step()
         twins[impl] = params
@@ -124,13 +126,12 @@ def test_fused_sgd_step_equals_foreach_step_and_the_loop_uses_it(monkeypatch, fa
     assert not torch.equal(twins["fused"][0], next(model.parameters()))  # the steps moved the weights
 
     made = []
-    real_sgd = torch.optim.SGD
 
     def recording_sgd(*args, **kwargs):
         made.append(kwargs)
-        return real_sgd(*args, **kwargs)
+        return SGD(*args, **kwargs)
 
-    monkeypatch.setattr(torch.optim, "SGD", recording_sgd)
+    monkeypatch.setattr(classifier_module, "SGD", recording_sgd)
     data = to_device_tensors(*separable_images(16), device)
     tiny = build_classifier(ClassifierSpec("resnet20", 4, 1, 8, width=4, mean=(0.3,), std=(0.3,)))
     train_classifier(tiny, data, fast_train.model_copy(update={"epochs": 1}), seed=0, device=device)

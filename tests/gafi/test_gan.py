@@ -56,7 +56,7 @@ def test_ema_averages_float_buffers_and_copies_integer_ones():
 
 
 def test_every_real_batch_makes_d_steps_d_updates_then_one_g_update(monkeypatch, tmp_path):
-    class CountingAdam(torch.optim.Adam):
+    class CountingAdam(gan_module.Adam):
         made = []
 
         def __init__(self, *args, **kwargs):
@@ -64,11 +64,11 @@ def test_every_real_batch_makes_d_steps_d_updates_then_one_g_update(monkeypatch,
             self.calls = 0
             CountingAdam.made.append(self)
 
-        def step(self, closure=None):
+        def step(self):
             self.calls += 1
-            return super().step(closure)
+            return super().step()
 
-    monkeypatch.setattr(torch.optim, "Adam", CountingAdam)
+    monkeypatch.setattr(gan_module, "Adam", CountingAdam)
     x, y = toy_data(24)  # batch 8: 3 real batches per epoch
     cfg = CFG.model_copy(update={"epochs": 2, "d_steps": 3})
     history = train_gan(SPEC, x, y, cfg, seed=0, device="cpu", out_dir=tmp_path)

@@ -32,6 +32,7 @@ from synthgap.models.stacked import StackedClassifier, can_stack, unstack
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.train.augment import augment
 from synthgap.staging import remove_after_commit
+from synthgap.train.optim import SGD, SGDW
 from synthgap.train.precision import autocast_for, channels_last_for
 from synthgap.train.state import load_state, restore, save_state
 
@@ -64,30 +65,13 @@ def lr_factor(cfg: TrainConfig, epoch: int, progress: float) -> float:
     return warm
 
 
-class SGDW(torch.optim.SGD):
-    """SGD with decoupled weight decay (Loshchilov & Hutter; tfa.optimizers.SGDW as the GaFi code uses it): each
-    step first shrinks every weight that has a gradient by the factor ``1 - decay`` (not scaled by the lr, so the
-    decay stays constant when the schedule lowers the lr), then takes the momentum step on the gradient alone."""
-
-    def __init__(self, params, decay: float, **kwargs):
-        super().__init__(params, weight_decay=0.0, **kwargs)
-        self.decay = decay
-
-    @torch.no_grad()
-    def step(self):
-        decayed = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        if decayed and self.decay:
-            torch._foreach_mul_(decayed, 1.0 - self.decay)
-        return super().step()
-
-
-def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> SGD:
     """The recipe's optimizer: SGD with L2 weight decay, or SGDW with decoupled decay (``cfg.optimizer``)."""
     kwargs = {"lr": cfg.lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov and cfg.momentum > 0,
               **({"fused": True} if device.type == "cuda" else {"foreach": True})}
     if cfg.optimizer == "sgdw":
         return SGDW(params, cfg.weight_decay, **kwargs)
-    return torch.optim.SGD(params, weight_decay=cfg.weight_decay, **kwargs)
+    return SGD(params, weight_decay=cfg.weight_decay, **kwargs)
 
 
 def train_classifier(

@@ -31,6 +31,7 @@ from synthgap.images import to_unit_range
 from synthgap.models.unet import UNet, UNetSpec
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.staging import remove_after_commit
+from synthgap.train.optim import Adam
 from synthgap.train.state import ema_update, load_state, restore, save_state
 
 
@@ -103,7 +104,7 @@ def train_diffusion(
     torch.manual_seed(derive_seed(seed, "edm", "init"))
     denoiser = Denoiser(UNet(spec), edm.sigma_data).to(device)
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
-    opt = torch.optim.Adam(denoiser.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    opt = Adam(denoiser.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
     fingerprint = {"spec": asdict(spec), "steps": steps, "batch": batch_size, "lr": lr, "ema": ema_decay,
                    "seed": seed, "n": len(y), "edm": asdict(edm)}
     if ema_halflife_kimg is not None or lr_rampup_kimg or augment is not None:  # (older states stay valid)

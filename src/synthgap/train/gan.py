@@ -35,6 +35,7 @@ from synthgap.images import to_unit_range
 from synthgap.models.biggan import Discriminator, GanSpec, Generator
 from synthgap.seeding import derive_seed, torch_generator
 from synthgap.staging import remove_after_commit
+from synthgap.train.optim import Adam
 from synthgap.train.state import ema_update, load_state, restore, save_state
 
 
@@ -84,8 +85,8 @@ def train_gan(
     generator, discriminator = Generator(spec).to(device), Discriminator(spec).to(device)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     adam = {"betas": tuple(cfg.betas), "eps": cfg.eps}
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, **adam)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, **adam)
+    opt_g = Adam(generator.parameters(), lr=cfg.lr_g, **adam)
+    opt_d = Adam(discriminator.parameters(), lr=cfg.lr_d, **adam)
     fingerprint = {"spec": asdict(spec), "config": cfg.model_dump(mode="json"), "seed": seed, "n": len(y)}
     start_epoch, d_step, g_step, history = 0, 0, 0, []
     state = load_state(state_path, fingerprint, device)
