@@ -85,6 +85,12 @@ def gafi_foreach_params(stage: str, *paths: str) -> tuple[StageParams, int, Simp
     return params, seed, stage_paths(params.stage, *paths)
 
 
+def equivalence_params(stage: str, *paths: str) -> tuple[StageParams, SimpleNamespace]:
+    """The shared keys and the ``equivalence`` section of an Equivalence stage run once, and its ``paths``."""
+    params = load_stage_params(stage, workspace_root() / "params.yaml", section="equivalence")
+    return params, stage_paths(stage, *paths)
+
+
 def equivalence_foreach_params(stage: str, *paths: str) -> tuple[StageParams, int, SimpleNamespace]:
     """Params of an Equivalence stage run once per base size (named ``<stage>@<n_base>``), and its ``paths``."""
     params = load_stage_params(stage, workspace_root() / "params.yaml", section="equivalence")

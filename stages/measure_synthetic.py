@@ -1,15 +1,17 @@
-"""Stage measure_synthetic@<n_base>: quality of the synthetic pools against the real test set.
+"""Stage measure_synthetic: quality of the synthetic pools against the real test set.
 
-The pools are the ones augment@<n_base> draws from: the closed-set pool of sample_diffusion (``--pool``) and,
-unless ``equivalence.open_set.source`` is none, the open-set pool (``--sets``: the Real-Fake stand-in's
-text-to-image set; or the user's). Features are the reference classifier's (train_reference): Fréchet
+The pools are the ones the augment@<n_base> stages draw from: the closed-set pool of each sample_diffusion@<n_base>
+(``--pools``: its folder, ``<n_base>.npz`` per base size of ``equivalence.base_sizes``), named ``closed_<n_base>``,
+and, unless ``equivalence.open_set.source`` is none, the one open-set pool every base size shares (``--sets``: the
+Real-Fake stand-in's text-to-image set; or the user's), named ``open``. One stage for all pools: each takes under a
+second, less than a stage's start-up. Features are the reference classifier's (train_reference): Fréchet
 distance, diversity (real and synthetic) and the accuracy of a real-vs-synthetic domain classifier
 (``equivalence.quality.domain_classifier``: logistic regression on those features, or the paper's classifier
 on images); with ``equivalence.quality.inception_weights`` also FID and Inception Scores (torchmetrics over
 torch-fidelity's Inception-v3). ``equivalence.quality.images`` sets how many synthetic images the metrics use
 (the paper's FID and IS: 50,000; a larger pool is measured on a seeded random subset) and
 ``equivalence.quality.diversity_features`` the feature space of the diversity score. Writes ``--out``
-(``reports/equivalence/measure_synthetic/<n>.json``: per pool its metrics and ``n_synthetic``, the number of
+(``reports/equivalence/measure_synthetic.json``: per pool its metrics and ``n_synthetic``, the number of
 images they were computed on); MLflow metrics ``<pool>_<metric>``.
 """
 
@@ -30,17 +32,17 @@ from synthgap.equivalence.quality import (
 )
 from synthgap.errors import run_main
 from synthgap.models import check_compatible, load_classifier
-from synthgap.paths import atomic_write_json, repo_root
+from synthgap.paths import atomic_write_json, item_path, repo_root
 from synthgap.runtime import resolve_device
 from synthgap.seeding import derive_seed
 from synthgap.tracking import StageRun
-from stages.common import base_subset, equivalence_foreach_params
+from stages.common import base_subset, equivalence_params
 
 STAGE = "measure_synthetic"
 
 
 def main() -> None:
-    params, n_base, paths = equivalence_foreach_params(STAGE, "data", "reference", "pool", "sets", "out")
+    params, paths = equivalence_params(STAGE, "data", "reference", "pools", "sets", "out")
     cfg = params.section
     device = resolve_device(params.device)
     quality = cfg.quality
@@ -48,16 +50,20 @@ def main() -> None:
     if weights:
         check_inception_weights(weights)  # before any compute
     with StageRun(params, experiment="equivalence") as run:
-        data, _ = base_subset(paths.data, n_base, cfg.merge_train_val)
+        data, _ = base_subset(paths.data, min(cfg.base_sizes), cfg.merge_train_val)  # the size checks of augment
         classifier = load_classifier(paths.reference, device)
         check_compatible(classifier, data.num_classes, data.image_shape, data.name, paths.reference)
-        pools = synthetic_pools(cfg, paths.pool, paths.sets, data, repo_root())
+        pools, found = {}, {}
+        for n_base in cfg.base_sizes:
+            found = synthetic_pools(cfg, item_path(paths.pools, n_base, ".npz"), paths.sets, data, repo_root())
+            pools[f"closed_{n_base}"] = found.pop("closed")
+        pools |= found  # the open pool, the same for every base size
         as_tensor = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())  # noqa: E731
         real = extract_features(classifier, as_tensor(data.x_test))
         diversity_real = diversity(real, data.y_test)
         if quality.domain_classifier == "images":
             domain_recipe = cfg.train_recipe(quality.domain_epochs)
-        out = {"n_base": n_base, "n_real": len(data.y_test), "domain_classifier": quality.domain_classifier,
+        out = {"base_sizes": list(cfg.base_sizes), "n_real": len(data.y_test), "domain_classifier": quality.domain_classifier,
                "diversity_features": quality.diversity_features, "pools": {}}
         for name, (x_syn, y_syn) in pools.items():
             if quality.images and len(y_syn) < quality.images:

@@ -115,7 +115,7 @@ def chain(tmp_path_factory) -> Path:
     try:
         reads = ParamReads(mp)
         for step in (*GAFI, *REALFAKE, ("train_diffusion", str(n_base)), ("sample_diffusion", str(n_base)),
-                     ("augment", str(n_base)), ("measure_synthetic", str(n_base)), ("compare_generators",)):
+                     ("augment", str(n_base)), ("measure_synthetic",), ("compare_generators",)):
             reads.run(ws, *step)
     finally:
         mp.undo()
@@ -130,8 +130,8 @@ def read(ws: Path, *parts: str):
 def test_every_stage_of_the_chains_writes_its_metrics_file_with_a_run_id(chain):
     n_base = yaml.safe_load((chain / "params.yaml").read_text())["equivalence"]["base_sizes"][0]
     names = [s if len(rest) == 0 else f"{s}@{rest[0]}" for s, *rest in GAFI]
-    names += [f"{s}@{n_base}" for s in ("train_diffusion", "sample_diffusion", "augment", "measure_synthetic")]
-    names += [s for s, in REALFAKE] + ["compare_generators"]
+    names += [f"{s}@{n_base}" for s in ("train_diffusion", "sample_diffusion", "augment")]
+    names += [s for s, in REALFAKE] + ["measure_synthetic", "compare_generators"]
     for name in names:
         assert len(read(chain, "reports", "metrics", f"{name}.json")["mlflow_run_id"]) == 32, name
 
@@ -224,8 +224,8 @@ def test_the_equivalence_chain_trains_samples_augments_and_measures(chain):
     grid = read(chain, "reports", "equivalence", "augment", f"{n_base}.json")
     assert {c["setting"] for c in grid["cells"]} == {"real", "closed", "open"}  # open: the stand-in's txt2img digits
     assert all(len(c["accuracy_trials"]) == 2 for c in grid["cells"])
-    measured = read(chain, "reports", "equivalence", "measure_synthetic", f"{n_base}.json")
-    assert set(measured["pools"]) == {"closed", "open"}  # both pools augment draws from
+    measured = read(chain, "reports", "equivalence", "measure_synthetic.json")
+    assert list(measured["pools"]) == [f"closed_{n_base}", "open"]  # the pools augment draws from
     for pool in measured["pools"].values():
         assert pool["frechet_distance"] >= 0 and 0 <= pool["domain_accuracy"] <= 100 and pool["n_synthetic"] > 0
 
@@ -248,11 +248,11 @@ def test_quality_images_sizes_the_closed_pool_and_the_sample_every_pool_is_measu
         (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         capsys.readouterr()
         run_in_process(ws, "sample_diffusion", str(n_base))
-        run_in_process(ws, "measure_synthetic", str(n_base))
+        run_in_process(ws, "measure_synthetic")
         with np.load(ws / "data" / "synthetic" / "sample_diffusion" / f"{n_base}.npz") as pool:
             assert len(pool["y_train"]) == images
-        measured = read(ws, "reports", "equivalence", "measure_synthetic", f"{n_base}.json")["pools"]
-        assert measured["closed"]["n_synthetic"] == images
+        measured = read(ws, "reports", "equivalence", "measure_synthetic.json")["pools"]
+        assert measured[f"closed_{n_base}"]["n_synthetic"] == images
         assert measured["open"]["n_synthetic"] == min(images, open_size)
         warned = f"the open pool has {open_size:,} images, fewer than equivalence.quality.images {images:,}"
         assert (warned in capsys.readouterr().out) == (open_size < images)

@@ -211,7 +211,7 @@ BOTH = ("prepare_data", "train_reference")
         ({"base_sizes: [50]": "base_sizes: [100000]"}, ("train_diffusion@100000",),
          ("equivalence.base_sizes: subset size 100000 is larger than the training split",)),
         ({"base_sizes: [50]": "base_sizes: [-5]"}, ("train_diffusion@-5",), ("each base size must be positive",)),
-        ({"base_sizes: [50]": "base_sizes: [50]\n  quality: {inception_weights: nosuch.pth}"}, ("measure_synthetic@50",),
+        ({"base_sizes: [50]": "base_sizes: [50]\n  quality: {inception_weights: nosuch.pth}"}, ("measure_synthetic",),
          ("nosuch.pth not found", "pt_inception-2015-12-05-6726825d.pth")),
     ],
 )
