@@ -66,21 +66,16 @@ def edm_sampler(device: torch.device):
 
 def sd_sampler(device: torch.device, size: int = 512, steps: int = 30):
     """img2img with SD-1.5's architecture (random weights) in diffusers' own pipeline."""
-    from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline, UNet2DConditionModel, UniPCMultistepScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import StableDiffusionImg2ImgPipeline, UniPCMultistepScheduler
 
-    from synthgap.realfake.base_model import sd15_configs, write_tokenizer
+    from synthgap.realfake.base_model import build_sd15
 
-    cfgs = sd15_configs()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.manual_seed(0)
-    tokenizer = write_tokenizer(Path(tempfile.mkdtemp(prefix="sd-tokenizer-")), ["photo", "of", "a", "tench"])
-    tokenizer.model_max_length = 77  # SD's prompt length: the cross-attention cost of the real model
+    model = build_sd15(["photo", "of", "a", "tench"], Path(tempfile.mkdtemp(prefix="sd-tokenizer-")), vision_layers=0)
     pipe = StableDiffusionImg2ImgPipeline(
-        vae=AutoencoderKL(**cfgs["vae"]), unet=UNet2DConditionModel(**cfgs["unet"]),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**cfgs["text_encoder"])), tokenizer=tokenizer,
-        scheduler=UniPCMultistepScheduler.from_config(cfgs["scheduler"]), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
+        vae=model.vae, unet=model.unet, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+        scheduler=UniPCMultistepScheduler.from_config(model.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
     ).to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
 

@@ -169,6 +169,9 @@ def sd15_configs() -> dict:
                      block_out_channels=(320, 640, 1280, 1280), layers_per_block=2),
         "text_encoder": dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                              num_attention_heads=12, max_position_embeddings=77, projection_dim=768),
+        # openai/clip-vit-large-patch14's vision tower (the Real-Fake guidance encoder)
+        "vision": dict(image_size=224, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                       num_attention_heads=16, projection_dim=768),
         "scheduler": tiny_configs(8)["scheduler"],
     }
 
@@ -189,6 +192,29 @@ def build_tiny(image_size: int, words: list[str], tokenizer_dir: Path, seed: int
         tokenizer=tokenizer,
         scheduler=DDPMScheduler(**cfg["scheduler"]),
         image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg["vision"])),
+    )
+
+
+def build_sd15(words: list[str], tokenizer_dir: Path, seed: int = 0, vision_layers: int = 24) -> BaseModel:
+    """Stable Diffusion 1.5's architecture with random weights (``sd15_configs``), for tests and benchmarks of the
+    paper-scale path without a download: the UNet, VAE and text encoder at full size, the CLIP ViT-L/14 vision
+    tower with ``vision_layers`` of its 24 layers (its widths and projection kept; 0: none). The tokenizer knows
+    ``words`` (``write_tokenizer``) and pads to SD's 77 tokens."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = sd15_configs()
+    tokenizer = write_tokenizer(tokenizer_dir, words)
+    tokenizer.model_max_length = 77
+    torch.manual_seed(seed)
+    return BaseModel(
+        unet=UNet2DConditionModel(**cfg["unet"]),
+        vae=AutoencoderKL(**cfg["vae"]),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])),
+        tokenizer=tokenizer,
+        scheduler=DDPMScheduler(**cfg["scheduler"]),
+        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**{**cfg["vision"], "num_hidden_layers": vision_layers}))
+        if vision_layers else None,
     )
 
 
