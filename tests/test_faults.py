@@ -270,6 +270,29 @@ def test_sigterm_ends_with_one_line_marks_the_run_killed_and_keeps_the_state(pre
     assert newest.info.status == "KILLED" and newest.info.run_name.startswith("train_reference")
 
 
+def test_ctrl_c_reaches_the_tracking_process_too_and_the_run_is_still_marked_killed(prepared, tmp_path):
+    """A Ctrl-C signals the whole process group, so also the stage's MLflow process (synthgap.tracking.StoreProcess),
+    which must live on to mark the run KILLED, then end with the stage."""
+    ws = copy_of(prepared, tmp_path, **SLOW_TRAIN)
+    proc = popen_stage("train_reference", ws, start_new_session=True)  # its own group, as a terminal's job
+    wait_for_state(proc, ws, "train_reference")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert_one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, "", err),
+                          "interrupted by SIGINT", "no output was replaced")
+    newest = max(runs_of(ws), key=lambda r: r.info.start_time)
+    assert newest.info.status == "KILLED" and newest.info.run_name.startswith("train_reference")
+    deadline = time.time() + 10
+    while time.time() < deadline:  # nothing of the group is left
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a process of the stage's group outlived it")
+
+
 def test_sigkill_then_rerun_closes_the_orphan_run_and_equals_an_uninterrupted_run(prepared, tmp_path):
     reference = copy_of(prepared, tmp_path / "reference", **SLOW_TRAIN)
     assert run_stage_here("train_reference", reference).returncode == 0

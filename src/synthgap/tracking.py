@@ -12,10 +12,12 @@ which, in order:
 1. resolves the tracking URI (``tracking.uri``, or ``sqlite:///<repository root>/mlflow.db``; relative
    paths are anchored at the repository root, never at a DVC temporary workspace) and checks that it is
    reachable *before* any compute;
-2. creates the database and the experiment under a file lock (for a local SQLite database in a background
-   thread while the stage computes: importing MLflow takes seconds; the first logging call waits for it and
-   re-raises any error there), so parallel runs (``dvc queue start -j N``)
-   never race on the first migration or on experiment creation;
+2. creates the database and the experiment under a file lock, so parallel runs (``dvc queue start -j N``)
+   never race on the first migration or on experiment creation. Every MLflow call runs in a child process
+   (:class:`StoreProcess`, ``python -m synthgap.tracking``): importing MLflow and opening its store takes about
+   2 s of Python, which in a thread of the stage's process would hold the GIL against the stage's own work
+   (measured: 1.9 s longer for cas_multi). For a local SQLite database the stage does not wait for the run to
+   open; the first logging call does, and re-raises any error there;
 3. starts a run named after the stage in the paper's experiment, logs the stage's params flattened, and
    tags the dataset, git commit and ``DVC_EXP_NAME``;
 4. on success writes the metrics plus the MLflow run id to ``reports/metrics/<stage>.json`` (a DVC metrics
@@ -36,9 +38,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import pickle
+import signal
 import socket
 import subprocess
-import threading
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -209,14 +213,6 @@ def _as_param(value: Any) -> str:
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
-def _log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, _as_param(v)) for k, v in params.items()]
-    for start in range(0, len(items), _MAX_BATCH):
-        client.log_batch(run_id, params=items[start : start + _MAX_BATCH])
-
-
 @contextmanager
 def tracking_fault(uri: str, when: str = "during the run") -> Iterator[None]:
     """Turn an error of the tracking store (server gone, not MLflow, refused request, disk full) into one
@@ -235,23 +231,165 @@ def tracking_fault(uri: str, when: str = "during the run") -> Iterator[None]:
         raise UserError(f"MLflow tracking at {uri} failed {when} ({detail})", fix) from err
 
 
+class Store:
+    """What a stage asks of the tracking store, with plain arguments (the MLflow entities are made here). It
+    runs in the child process of :class:`StoreProcess`; every method's value is plain data too."""
+
+    def __init__(self) -> None:
+        self.client = None
+
+    def open(self, uri: str, experiment: str, root: Path, stage: str, tags: dict[str, str],
+             params: dict[str, Any], processed: Path) -> tuple[str, str]:
+        """The stage's run: database and experiment created if needed, runs of the stage that a dead process
+        left RUNNING closed, the run started with its tags, params and dataset inputs. (experiment id, run id)."""
+        self.client = get_client(uri)
+        experiment_id = ensure_experiment(self.client, uri, experiment, root)
+        close_orphans(self.client, experiment_id, stage)
+        commit = git_commit(root)
+        if commit:
+            tags = {**tags, "mlflow.source.git.commit": commit}
+        run_id = self.create_run(experiment_id, stage, tags)
+        self.log_params(run_id, params)
+        inputs = dataset_inputs(processed)
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
+        return experiment_id, run_id
+
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+        return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _as_param(v)) for k, v in params.items()]
+        for start in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _MAX_BATCH])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], timestamp: int, step: int) -> None:
+        from mlflow.entities import Metric
+
+        items = [Metric(k, v, timestamp, step) for k, v in metrics.items()]
+        for start in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(run_id, metrics=items[start : start + _MAX_BATCH])
+
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None) -> None:
+        self.client.log_artifact(run_id, path, artifact_path)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+class StoreProcess:
+    """A :class:`Store` in a child process, ``python -m synthgap.tracking``, called over a pipe (pickled
+    ``(method, args)`` in, ``("ok", value)`` or ``("error", exception)`` out, in order). :meth:`submit` returns
+    at once and :meth:`result` waits for the oldest answer, so the stage can go on while its run opens. The
+    child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group, and the stage still has to mark
+    its run KILLED through it) and exits as soon as its input closes: when the stage ends, or dies."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[1])  # this synthgap, whatever is installed
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self._process = subprocess.Popen([sys.executable, "-m", "synthgap.tracking"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, env=env)
+        self._waiting = 0
+
+    def submit(self, method: str, *args: Any) -> None:
+        try:
+            pickle.dump((method, args), self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError) as err:
+            raise RuntimeError(self._ended()) from err
+        self._waiting += 1
+
+    def result(self) -> Any:
+        try:
+            status, value = pickle.load(self._process.stdout)
+        except (EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+            raise RuntimeError(self._ended()) from err
+        self._waiting -= 1
+        if status == "error":
+            raise value
+        return value
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Run ``Store.<method>(*args)`` in the child; its answer, or its exception raised here."""
+        while self._waiting:  # answers of earlier submits come first
+            self.result()
+        self.submit(method, *args)
+        return self.result()
+
+    def close(self) -> None:
+        """End the child (it exits when its input closes) and reap it."""
+        for stream in (self._process.stdin, self._process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+    def _ended(self) -> str:
+        code = self._process.poll()
+        return f"the tracking process ended{'' if code is None else f' with status {code}'}"
+
+
+def serve() -> None:
+    """The child of :class:`StoreProcess`: answer ``(method, args)`` requests on stdin with a :class:`Store`.
+    Anything printed goes to stderr (stdout carries the answers). MLflow is imported before the first request
+    arrives, while the stage loads its data."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _quiet_mlflow_logs()
+    import mlflow.entities  # noqa: F401
+    import mlflow.tracking  # noqa: F401
+
+    store = Store()
+    requests = sys.stdin.buffer
+    while True:
+        try:
+            method, args = pickle.load(requests)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            break
+        try:
+            answer = ("ok", getattr(store, method)(*args))
+        except Exception as err:  # noqa: BLE001 - every error goes back to the stage, which reports it
+            answer = ("error", err)
+        try:
+            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle: its type and text
+            data = pickle.dumps(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+        answers.write(data)
+        answers.flush()
+    answers.flush()
+    os._exit(0)  # no teardown of MLflow and SQLAlchemy: nothing is left to write
+
+
 class _Run:
-    """Logging calls bound to one MLflow run (``client=None``: a non-main process of a distributed job,
+    """Logging calls bound to one MLflow run (``store=None``: a non-main process of a distributed job,
     where every call does nothing). A failure of the tracking store ends the stage with one line."""
 
-    def __init__(self, client, run_id: str, uri: str = ""):
-        self._client = client
+    def __init__(self, store: StoreProcess | None, run_id: str, uri: str = ""):
+        self._store = store
         self._run_id = run_id
         self.uri = uri
         self.metrics: dict[str, Any] = {}
 
     def _ready(self) -> None:
-        """Wait until the run exists (a StageRun opens its run in the background)."""
+        """Wait until the run exists (a StageRun opens its run while the stage computes)."""
 
     @property
-    def client(self):
+    def store(self) -> StoreProcess | None:
         self._ready()
-        return self._client
+        return self._store
 
     @property
     def run_id(self) -> str:
@@ -259,25 +397,20 @@ class _Run:
         return self._run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        if self.client is None:
+        if self.store is None:
             return
         with tracking_fault(self.uri):
-            _log_params(self.client, self.run_id, params)
+            self.store.call("log_params", self.run_id, dict(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timing: bool = False) -> None:
         """Log numeric metrics (non-numeric values are skipped). Values logged without a ``step`` also go
         to the stage's DVC metrics file, except ``timing`` ones (wall-clock times would make the metrics
         files of two identical runs differ)."""
-        if self.client is None:
+        if self.store is None:
             return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        items = [Metric(k, v, now, step or 0) for k, v in numeric.items()]
         with tracking_fault(self.uri):
-            for start in range(0, len(items), _MAX_BATCH):
-                self.client.log_batch(self.run_id, metrics=items[start : start + _MAX_BATCH])
+            self.store.call("log_metrics", self.run_id, numeric, int(time.time() * 1000), step or 0)
         if step is None and not timing:
             self.metrics.update(numeric)
 
@@ -292,17 +425,16 @@ class _Run:
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Log a file (the copy this stage staged, if it wrote one: see ``synthgap.staging``)."""
-        if self.client is None:
+        if self.store is None:
             return
         with tracking_fault(self.uri):
-            self.client.log_artifact(self.run_id, str(staging.current(Path(path))), artifact_path)
+            self.store.call("log_artifact", self.run_id, str(staging.current(Path(path))), artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        if self.client is None:
+        if self.store is None:
             return
         with tracking_fault(self.uri):
-            for key, value in tags.items():
-                self.client.set_tag(self.run_id, key, _as_param(value))
+            self.store.call("set_tags", self.run_id, {key: _as_param(value) for key, value in tags.items()})
 
 
 class StageRun(_Run):
@@ -322,35 +454,18 @@ class StageRun(_Run):
         from synthgap.distributed import is_main
 
         super().__init__(None, "", self.uri)
-        self._opening, self._error, self._experiment_id = None, None, None
+        self._opening, self._experiment_id = None, None
         if not is_main():  # rank 0 alone logs (torchrun / accelerate launch)
             return self
         staging.preflight(workspace_root(), self.stage)
         check_reachable(self.uri)
-        if self.uri.startswith("sqlite:///"):
-            # Importing MLflow and opening the database takes seconds; a local database cannot be unreachable
-            # once its folder exists, so that happens while the stage computes. The first logging call waits.
-            self._opening = threading.Thread(target=self._open_in_background, name="mlflow-open", daemon=True)
-            self._opening.start()
-        else:  # a server: every check (is it MLflow? may we write?) before any compute
-            with tracking_fault(self.uri, "at the start"):
-                self._open()
+        self._opening = StoreProcess()
+        self._opening.submit("open", self.uri, self.experiment, self.root, self.stage, self._tags(),
+                             self.logged_params(), workspace_root() / "data" / "processed")
+        if not self.uri.startswith("sqlite:///"):  # a server: every check (is it MLflow? may we write?) before compute
+            self._ready()
+        # a local database cannot be unreachable once its folder exists: the run opens while the stage computes
         return self
-
-    def _open(self) -> None:
-        client = get_client(self.uri)
-        self._experiment_id = ensure_experiment(client, self.uri, self.experiment, self.root)
-        close_orphans(client, self._experiment_id, self.stage)
-        tags = self._tags()
-        commit = git_commit(self.root)
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-        run = client.create_run(self._experiment_id, run_name=self.stage, tags=tags)
-        _log_params(client, run.info.run_id, self.logged_params())
-        inputs = dataset_inputs(workspace_root() / "data" / "processed")
-        if inputs:
-            client.log_inputs(run.info.run_id, datasets=inputs)
-        self._client, self._run_id = client, run.info.run_id
 
     def logged_params(self) -> dict[str, Any]:
         """The params this run logs: those ``dvc.yaml`` declares for the stage (the ones that rerun it when
@@ -369,67 +484,69 @@ class StageRun(_Run):
             tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
         return tags
 
-    def _open_in_background(self) -> None:
+    def _ready(self) -> None:
+        """Wait for the run to open; an error there ends the stage with one line ("at the start")."""
+        opening = getattr(self, "_opening", None)
+        if opening is None:
+            return
+        self._opening = None
         try:
             with tracking_fault(self.uri, "at the start"):
-                self._open()
-        except BaseException as err:  # re-raised in the stage's thread at its next logging call
-            self._error = err
-
-    def _ready(self) -> None:
-        opening = getattr(self, "_opening", None)
-        if opening is None or opening is threading.current_thread():
-            return
-        opening.join()
-        self._opening = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+                self._experiment_id, self._run_id = opening.result()
+        except BaseException:
+            opening.close()
+            raise
+        self._store = opening
 
     @contextmanager
     def child(self, name: str, params: Mapping[str, Any]) -> Iterator[_Run]:
         """A nested run (one grid point): params logged up front, FINISHED or FAILED at the end."""
-        if self.client is None:
+        if self.store is None:
             yield _Run(None, "")
             return
         with tracking_fault(self.uri):
-            run = self.client.create_run(
-                self._experiment_id,
-                run_name=name,
-                tags={"mlflow.parentRunId": self.run_id, **self._tags()},
-            )
-        child = _Run(self.client, run.info.run_id, self.uri)
+            run_id = self.store.call("create_run", self._experiment_id, name,
+                                     {"mlflow.parentRunId": self.run_id, **self._tags()})
+        child = _Run(self.store, run_id, self.uri)
         child.log_params(params)
         try:
             yield child
         except BaseException as err:
-            _terminate_quietly(self.client, child.run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            _terminate_quietly(self.store, child.run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
         with tracking_fault(self.uri):
-            self.client.set_terminated(child.run_id, status="FINISHED")
+            self.store.call("set_terminated", child.run_id, "FINISHED")
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._finish(exc_type)
+        finally:
+            for process in (getattr(self, "_opening", None), self._store):
+                if process is not None:
+                    process.close()
+
+    def _finish(self, exc_type) -> None:
         if exc_type is not None:
             try:
                 self._ready()
             except BaseException:  # noqa: BLE001 - the stage's own error is the one to report
                 return
-            if self._client is not None:
-                _terminate_quietly(self._client, self._run_id, "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+            if self._store is not None:
+                _terminate_quietly(self._store, self._run_id, "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
             return
-        if self.client is None:
+        if self.store is None:
             return
         atomic_write_json(self.metrics_path, {**self.metrics, "mlflow_run_id": self.run_id})
         staging.commit()  # the stage's outputs land together, then the run is FINISHED
         with tracking_fault(self.uri, "after the outputs were written"):
-            self.client.set_terminated(self.run_id, status="FINISHED")
+            self.store.call("set_terminated", self.run_id, "FINISHED")
 
 
-def _terminate_quietly(client, run_id: str, status: str) -> None:
+def _terminate_quietly(store: StoreProcess, run_id: str, status: str) -> None:
     """Mark a run FAILED or KILLED if the store still answers (else the next start closes it)."""
     try:
-        client.set_terminated(run_id, status=status)
-    except Exception:  # noqa: BLE001, S110 - the stage's own error is the one to report
+        store.call("set_terminated", run_id, status)
+    except BaseException:  # noqa: BLE001, S110 - the stage's own error is the one to report
         pass
 
 
@@ -445,3 +562,7 @@ def close_orphans(client, experiment_id: str, stage: str) -> None:
         pid = run.data.tags.get("synthgap.pid", "")
         if run.data.tags.get("synthgap.host") == host and pid.isdigit() and not staging.process_alive(int(pid)):
             client.set_terminated(run.info.run_id, status="KILLED")
+
+
+if __name__ == "__main__":
+    serve()
