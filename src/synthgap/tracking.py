@@ -35,6 +35,7 @@ Nothing below the stage scripts talks to MLflow.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
@@ -288,7 +289,8 @@ class StoreProcess:
     ``(method, args)`` in, ``("ok", value)`` or ``("error", exception)`` out, in order). :meth:`submit` returns
     at once and :meth:`result` waits for the oldest answer, so the stage can go on while its run opens. The
     child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group, and the stage still has to mark
-    its run KILLED through it) and exits as soon as its input closes: when the stage ends, or dies."""
+    its run KILLED through it) and exits as soon as its input closes: when the stage's process ends, or dies.
+    One child serves every stage run of a process (:func:`store_process`): a test session runs hundreds."""
 
     def __init__(self) -> None:
         env = dict(os.environ)
@@ -297,20 +299,30 @@ class StoreProcess:
         self._process = subprocess.Popen([sys.executable, "-m", "synthgap.tracking"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, env=env)
         self._waiting = 0
+        self._broken = False  # a request or answer cut off midway (an interrupt while waiting): start a new child
+
+    def alive(self) -> bool:
+        return not self._broken and self._process.poll() is None
 
     def submit(self, method: str, *args: Any) -> None:
         try:
             pickle.dump((method, args), self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self._process.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError) as err:
-            raise RuntimeError(self._ended()) from err
+        except BaseException as err:
+            self._broken = True
+            if isinstance(err, (OSError, ValueError)):  # BrokenPipeError: the child is gone
+                raise RuntimeError(self._ended()) from err
+            raise
         self._waiting += 1
 
     def result(self) -> Any:
         try:
             status, value = pickle.load(self._process.stdout)
-        except (EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-            raise RuntimeError(self._ended()) from err
+        except BaseException as err:
+            self._broken = True
+            if isinstance(err, (EOFError, OSError, ValueError, pickle.UnpicklingError)):
+                raise RuntimeError(self._ended()) from err
+            raise
         self._waiting -= 1
         if status == "error":
             raise value
@@ -318,13 +330,16 @@ class StoreProcess:
 
     def call(self, method: str, *args: Any) -> Any:
         """Run ``Store.<method>(*args)`` in the child; its answer, or its exception raised here."""
+        if self._broken:  # the pipe may hold half an answer: never wait on it
+            raise RuntimeError("the pipe to the tracking process was cut off midway by an interrupt")
         while self._waiting:  # answers of earlier submits come first
             self.result()
         self.submit(method, *args)
         return self.result()
 
     def close(self) -> None:
-        """End the child (it exits when its input closes) and reap it."""
+        """End the child (it exits when its input closes) and reap it. (A stage's process that ends with
+        ``os._exit`` closes the pipe by ending.)"""
         for stream in (self._process.stdin, self._process.stdout):
             try:
                 stream.close()
@@ -338,6 +353,21 @@ class StoreProcess:
     def _ended(self) -> str:
         code = self._process.poll()
         return f"the tracking process ended{'' if code is None else f' with status {code}'}"
+
+
+_shared: StoreProcess | None = None
+
+
+def store_process() -> StoreProcess:
+    """This process's :class:`StoreProcess`, started on first use (again if it ended or broke)."""
+    global _shared
+    if _shared is None or not _shared.alive():
+        if _shared is not None:
+            _shared.close()
+        else:
+            atexit.register(lambda: _shared is not None and _shared.close())
+        _shared = StoreProcess()
+    return _shared
 
 
 def serve() -> None:
@@ -367,9 +397,11 @@ def serve() -> None:
             data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - an exception that does not pickle: its type and text
             data = pickle.dumps(("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
-        answers.write(data)
-        answers.flush()
-    answers.flush()
+        try:
+            answers.write(data)
+            answers.flush()
+        except OSError:  # the stage is gone
+            break
     os._exit(0)  # no teardown of MLflow and SQLAlchemy: nothing is left to write
 
 
@@ -459,7 +491,7 @@ class StageRun(_Run):
             return self
         staging.preflight(workspace_root(), self.stage)
         check_reachable(self.uri)
-        self._opening = StoreProcess()
+        self._opening = store_process()
         self._opening.submit("open", self.uri, self.experiment, self.root, self.stage, self._tags(),
                              self.logged_params(), workspace_root() / "data" / "processed")
         if not self.uri.startswith("sqlite:///"):  # a server: every check (is it MLflow? may we write?) before compute
@@ -490,12 +522,8 @@ class StageRun(_Run):
         if opening is None:
             return
         self._opening = None
-        try:
-            with tracking_fault(self.uri, "at the start"):
-                self._experiment_id, self._run_id = opening.result()
-        except BaseException:
-            opening.close()
-            raise
+        with tracking_fault(self.uri, "at the start"):
+            self._experiment_id, self._run_id = opening.result()
         self._store = opening
 
     @contextmanager
@@ -518,14 +546,6 @@ class StageRun(_Run):
             self.store.call("set_terminated", child.run_id, "FINISHED")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self._finish(exc_type)
-        finally:
-            for process in (getattr(self, "_opening", None), self._store):
-                if process is not None:
-                    process.close()
-
-    def _finish(self, exc_type) -> None:
         if exc_type is not None:
             try:
                 self._ready()
