@@ -138,6 +138,16 @@ def privacy(root: Path) -> str:
             f"image than the closest real test image is (`reports/realfake/detect_copies.png`).\n")
 
 
+def stand_in(root: Path) -> str:
+    """The Real-Fake stand-in's domain gap: its pretraining corpus against the real training digits."""
+    m = read(root / "reports" / "metrics" / "pretrain_base_model.json")
+    return (f"Domain gap of the pretrained stand-in (`reports/metrics/pretrain_base_model.json`): its CLIP reads "
+            f"{100 * m['clip_zero_shot_corpus']:.1f} % of its own {m['corpus_images']:,.0f}-image font corpus zero-shot "
+            f"(\"photo of digit seven\" against the other nine prompts) and {100 * m['clip_zero_shot_real']:.1f} % of "
+            f"the real training digits; its VAE reconstructs the corpus with a mean squared error of "
+            f"{m['vae_error_corpus']:.3f} and the real digits with {m['vae_error_real']:.3f} (pixels in [-1, 1]).\n")
+
+
 def blocks(root: Path) -> dict[str, str]:
     summary = read(root / "reports" / "summary.json")
     comparisons = summary["comparisons"]
@@ -158,6 +168,7 @@ def blocks(root: Path) -> dict[str, str]:
         "equivalence_fit": "\n".join(eq_lines) + "\n",
         "equivalence_verdicts": verdict_lines(comparisons, "equivalence"),
         "equivalence_ir": improvement_ratio(root),
+        "realfake_stand_in": stand_in(root),
         "realfake_tables": "".join(f"{table_file(root / 'reports' / 'realfake' / f'table{i}.md')}\n" for i in (1, 2, 3)),
         "realfake_verdicts": verdict_lines(comparisons, "realfake"),
         "synthgap_table": table_file(root / "reports" / "synthgap" / "table.md"),

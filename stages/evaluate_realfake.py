@@ -2,7 +2,9 @@
 
 Table 1: real only, synthetic only (``full`` img2img) and real + synthetic; Table 2: the ablation over latent
 prior (img2img vs txt2img), visual guidance, distribution matching and finetuning; Table 3: x k synthetic sets
-for k in ``realfake.scales`` (plus real + synthetic). Every classifier is also tested on each
+for k in ``realfake.scales`` (plus real + synthetic). Table 2 also says how much of each set the real-data
+classifier (train_reference, ``--reference``) recognises as its label, per trial block: the domain gap that
+finetuning closes (``reference_top1``). Every classifier is also tested on each
 out-of-distribution set of ``realfake.ood`` (section 4.4; ``synthgap.data.ood``): a Table 1 column per set. Each distinct training set trains one
 ``realfake.classifier`` and is tested on the real test split. Writes, in ``--out`` (``reports/realfake/``), ``table{1,2,3}.{csv,md}``,
 ``evaluate_realfake.json`` and the scaling figure (Fig. 2).
@@ -18,7 +20,8 @@ from synthgap.data.formats import read_npz
 from synthgap.data.ood import load_ood
 from synthgap.errors import UserError, run_main
 from synthgap.grid import Job, run_jobs, summarise
-from synthgap.models import build_classifier, spec_for_data
+from synthgap.metrics import evaluate
+from synthgap.models import build_classifier, check_compatible, load_classifier, spec_for_data
 from synthgap.paths import atomic_write_json, repo_root
 from synthgap.realfake.pipeline import set_path, table_rows, training_sets, trial_block
 from synthgap.realfake.report import comparisons as realfake_comparisons
@@ -41,11 +44,13 @@ def score(job, result) -> dict:
 
 
 def main() -> None:
-    params, paths = realfake_params(STAGE, "data", "sets", "out")
+    params, paths = realfake_params(STAGE, "data", "sets", "reference", "out")
     cfg = params.section
     device = resolve_device(params.device)
     with StageRun(params, experiment="realfake") as run:
         data = load_processed(paths.data)
+        reference = load_classifier(paths.reference, device).eval()
+        check_compatible(reference, data.num_classes, data.image_shape, data.name, paths.reference)
         n = len(data.y_train)
         test = to_device_tensors(data.x_test, data.y_test, device)
 
@@ -60,7 +65,7 @@ def main() -> None:
                                 "rerun `dvc repro synthesize_realfake` with the current trials")
             return arrays["x_train"][block], arrays["y_train"][block]
 
-        jobs = []
+        jobs, sets = [], {}
         for name, parts in training_sets(cfg).items():
             for trial in range(params.trials):
                 seed = trial_seed(params.seed, trial)
@@ -69,7 +74,8 @@ def main() -> None:
                 torch.manual_seed(derive_seed(seed, "init"))
                 model = build_classifier(spec_for_data(cfg.classifier.model, x, data.num_classes, "realfake"))
                 cell = {"training_set": name, "n_train": len(y), "n_real": n if ("real",) in parts else 0}
-                jobs.append(Job(name, cell, trial, seed, model, to_device_tensors(x, y, device), len(y), cfg.classifier.train))
+                sets[name, trial] = to_device_tensors(x, y, device)
+                jobs.append(Job(name, cell, trial, seed, model, sets[name, trial], len(y), cfg.classifier.train))
         ood = [load_ood(spec, data.classes, data.x_test, data.y_test, repo_root(), derive_seed(params.seed, "ood", spec.name))
                for spec in cfg.ood]
         for o in ood:
@@ -78,6 +84,10 @@ def main() -> None:
         evals = {"test": test} | {f"ood_{o.name}": to_device_tensors(o.x, o.y, device) for o in ood}
         rows = run_jobs(run, STAGE, jobs, score, device=device, evals=evals)
         accuracy = {row["cell"]: row for row in summarise(rows, ("top1", "top5", *(f"ood_{o.name}_top1" for o in ood)))}
+        for name, parts in training_sets(cfg).items():  # how much of each synthetic set the real-data classifier recognises
+            if ("real",) not in parts:
+                accuracy[name]["reference_top1_trials"] = [evaluate(reference, *sets[name, trial])["top1"]
+                                                           for trial in range(params.trials)]
         run.record_cells(list(accuracy.values()), ("top1",))
         for name, row in accuracy.items():
             print(f"{STAGE}: {name} ({row['n_train']} images): top-1 {estimate(row['top1_trials']).text(2)}")

@@ -193,7 +193,7 @@ def shrink_all(preset: dict, num_classes: int, train_images: int, test_images: i
     diffusion.update(steps=2, duration_mimg=None, sampler_steps=2, batch_size=min(diffusion["batch_size"], 16),
                      state_every=0)
     rf = p["realfake"]
-    rf["pretrain"].update(vae_steps=2, unet_steps=2, width=preset["realfake"]["pretrain"]["width"])  # VAE: width / 2
+    rf["pretrain"].update(clip_steps=2, vae_steps=2, unet_steps=2, width=preset["realfake"]["pretrain"]["width"])  # VAE: width / 2
     rf["finetune"].update(steps=2, batch_size=4, state_every=0)
     rf["synthesis"].update(steps=2)
     rf["scales"] = rf["scales"][:1]

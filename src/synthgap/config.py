@@ -485,14 +485,24 @@ class EquivalenceConfig(Section):
 
 
 class PretrainConfig(Section):
-    """The tiny Stable Diffusion stand-in (same classes as SD-1.5, small configs), pretrained on the train split
-    as a text-conditioned latent diffusion model ("photo of {class}"). Not used when ``base_model`` is set."""
+    """The tiny Stable Diffusion stand-in (same classes as SD-1.5, small configs), pretrained as SD was: its
+    CLIP towers contrastively, then the VAE, then the UNet as a text-conditioned latent diffusion model with
+    caption dropout, all on a "web" corpus that is not the data LoRA later finetunes on. Not used when
+    ``base_model`` is set."""
 
+    corpus: Literal["fonts", "train"] = Field(
+        "fonts", description="fonts: digits rendered from matplotlib's fonts with varied captions "
+        "(synthgap.data.fonts; digits datasets only); train: the train split with its prompts (no domain gap).")
+    corpus_images: StrictInt = Field(4000, ge=10, description="Images in the fonts corpus.")
     width: StrictInt = Field(32, ge=16, le=512, multiple_of=16,
                             description="UNet base width (VAE: width/2, width; group norms of 8 channels).")
     text_width: StrictInt = Field(32, ge=8, le=1024, description="CLIP text / vision width (= cross-attention dim).")
+    clip_steps: StrictInt = Field(500, ge=0, description="Contrastive steps of the CLIP towers; 0: left random.")
+    clip_batch_size: StrictInt = Field(128, ge=2, description="Pairs per contrastive batch.")
     vae_steps: StrictInt = Field(300, ge=1)
     unet_steps: StrictInt = Field(600, ge=1)
+    caption_dropout: Float = Field(0.1, ge=0, lt=1, description="Share of empty prompts in UNet pretraining (SD: "
+                                   "0.1), the unconditional branch of classifier-free guidance.")
     batch_size: StrictInt = Field(64, ge=2)
     lr: Float = Field(1e-3, gt=0, le=1)
 
@@ -545,7 +555,8 @@ class PrivacyConfig(Section):
 ABLATION_VARIANTS = ("base", "plain", "guidance", "matching", "full")
 
 
-OOD_FORMATS = ("digits_shifted", "imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "imagefolder")
+GENERATED_OOD = ("digits_shifted", "digits_fonts")  # made here, no folder
+OOD_FORMATS = ("digits_shifted", "digits_fonts", "imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "imagefolder")
 
 
 class OodSetConfig(Section):
@@ -555,15 +566,18 @@ class OodSetConfig(Section):
     name: StrictStr = Field(pattern=r"^[a-z0-9_]+$", description="Its column in Table 1 (ood_<name>_top1).")
     format: Literal[OOD_FORMATS] = Field(  # type: ignore[valid-type]
         description="digits_shifted: the embedded digits' test split under a fixed shift (rotation, scale, noise); "
+        "digits_fonts: digits in fonts the stand-in's corpus never drew (synthgap.data.fonts.HELD_OUT_FACES); "
         "imagenet_v2: <ImageNet class index>/* folders; imagenet_sketch, imagenet_r, imagenet_a, imagefolder: "
         "<class>/* folders named like the dataset's classes (WordNet ids for ImageNette); classes absent from the "
         "set (ImageNet-R and -A hold 200 of ImageNet's 1,000) are left out and named in the report.")
-    path: StrictStr | None = Field(None, description="Its folder, relative to the repository root; digits_shifted: null.")
+    path: StrictStr | None = Field(None, description="Its folder, relative to the repository root; "
+                                   "digits_shifted, digits_fonts: null.")
 
     @model_validator(mode="after")
     def _path(self) -> OodSetConfig:
-        if (self.format == "digits_shifted") == (self.path is not None):
-            raise ValueError(f"ood set {self.name}: format digits_shifted takes no path, every other format one")
+        if (self.format in GENERATED_OOD) == (self.path is not None):
+            raise ValueError(f"ood set {self.name}: formats {', '.join(GENERATED_OOD)} take no path, every other "
+                             "format one")
         return self
 
 

@@ -1,5 +1,5 @@
 """Out-of-distribution test sets: ImageNet-V2 / -Sketch / -R / -A layouts restricted to the training classes
-(fabricated folders in each release's layout), and the embedded digits' shifted test split."""
+(fabricated folders in each release's layout), the embedded digits' shifted test split, and digits in held-out fonts."""
 
 import numpy as np
 import pytest
@@ -81,8 +81,21 @@ def test_shifted_digits_are_rotated_15_to_30_degrees_and_shrunk_with_labels_kept
     assert any(t > 90 for t, _ in (ink_axis(image) for image in ood.x)) and any(t < 90 for t, _ in (ink_axis(i) for i in ood.x))
 
 
-def test_ood_specs_need_a_path_except_the_shifted_digits():
-    with pytest.raises(ValueError, match="format digits_shifted takes no path, every other format one"):
+def test_ood_specs_need_a_path_except_the_generated_digits():
+    with pytest.raises(ValueError, match="formats digits_shifted, digits_fonts take no path, every other format one"):
         OodSetConfig(name="a", format="imagenet_a")
-    with pytest.raises(ValueError, match="format digits_shifted takes no path"):
-        OodSetConfig(name="d", format="digits_shifted", path="x")
+    for generated in ("digits_shifted", "digits_fonts"):
+        with pytest.raises(ValueError, match="take no path"):
+            OodSetConfig(name="d", format=generated, path="x")
+
+
+def test_held_out_fonts_are_as_many_balanced_digits_as_the_test_split_in_its_shape():
+    x_test, y_test = np.zeros((60, 8, 8, 1), np.uint8), np.arange(60) % 10
+    digits = tuple(str(d) for d in range(10))
+    ood = load_ood(OodSetConfig(name="f", format="digits_fonts"), digits, x_test, y_test, None, seed=5)
+    assert ood.x.shape == (60, 8, 8, 1) and ood.x.dtype == np.uint8 and ood.covered == digits
+    assert np.bincount(ood.y).tolist() == [6] * 10
+    again = load_ood(OodSetConfig(name="f", format="digits_fonts"), digits, x_test, y_test, None, seed=5)
+    assert np.array_equal(again.x, ood.x)
+    with pytest.raises(UserError, match="digits_fonts draws the digits 0-9"):
+        load_ood(OodSetConfig(name="f", format="digits_fonts"), CLASSES, x_test, y_test, None, seed=5)

@@ -15,7 +15,7 @@ REALFAKE = """realfake:
   resolution: 8
   class_names: [zero, one, two, three, four, five, six, seven, eight, nine]
   prompt_template: "photo of digit {name}"
-  pretrain: {width: 16, text_width: 16, vae_steps: 30, unet_steps: 30, batch_size: 32}
+  pretrain: {corpus_images: 300, width: 16, text_width: 16, clip_steps: 10, clip_batch_size: 32, vae_steps: 30, unet_steps: 30, batch_size: 32}
   finetune: {steps: 6, batch_size: 8, lr: 1.0e-3, state_every: 3}
   synthesis: {steps: 2, batch_size: 512}
   ablation: [base, full]
@@ -24,7 +24,7 @@ REALFAKE = """realfake:
     model: {arch: resnet20, width: 4}
     train: {epochs: 1, batch_size: 128, milestones: [], crop_padding: 1, flip: false}
   privacy: {shadows: 2, fpr: [0.01], finetune_steps: 4}
-  ood: [{name: digits_shifted, format: digits_shifted, path: null}]
+  ood: [{name: digits_shifted, format: digits_shifted, path: null}, {name: digits_fonts, format: digits_fonts, path: null}]
 """
 STAGES = ("prepare_data", "train_reference", "pretrain_base_model", "finetune_lora", "synthesize_realfake",
           "evaluate_realfake", "attack_membership", "detect_copies")
@@ -45,9 +45,11 @@ def test_stages_write_tables_privacy_reports_and_adapters(realfake):
     with open(reports / "table1.csv") as fh:
         table1 = list(csv.DictReader(fh))
     assert [r["data"] for r in table1] == ["real only", "synthetic only", "real + synthetic"]
-    assert all("±" in r["ood_digits_shifted"] for r in table1)  # an out-of-distribution column (section 4.4)
+    assert all("±" in r["ood_digits_shifted"] and "±" in r["ood_digits_fonts"] for r in table1)  # section 4.4
     evaluated = json.loads((reports / "evaluate_realfake.json").read_text())
-    assert evaluated["ood"] == {"digits_shifted": {"format": "digits_shifted", "images": 450, "classes": [str(i) for i in range(10)]}}
+    digits = [str(i) for i in range(10)]
+    assert evaluated["ood"] == {"digits_shifted": {"format": "digits_shifted", "images": 450, "classes": digits},
+                                "digits_fonts": {"format": "digits_fonts", "images": 450, "classes": digits}}
     assert all(len(row["ood_digits_shifted_top1_trials"]) == 2 for row in evaluated["accuracy"].values())
     named = {c["name"] for c in json.loads((reports / "summary.json").read_text())["comparisons"]}
     assert {"realfake_synthetic_vs_real_ood_digits_shifted", "realfake_real_plus_synthetic_vs_real_ood_digits_shifted"} <= named
@@ -55,6 +57,13 @@ def test_stages_write_tables_privacy_reports_and_adapters(realfake):
         rows = list(csv.DictReader(fh))
     assert [(r["latent_prior"], r["finetune"]) for r in rows] == [("False", "False"), ("False", "True"),
                                                                   ("True", "False"), ("True", "True")]
+    assert all("±" in r["reference_top1"] for r in rows)  # how much of each set the real-data classifier recognises
+    assert "realfake_full_vs_base_txt2img_recognised" in named
+    pretrained = json.loads((realfake / "reports" / "metrics" / "pretrain_base_model.json").read_text())
+    assert pretrained["corpus_images"] == 300  # the font corpus, not the 1,247 training digits
+    assert {"clip_zero_shot_corpus", "clip_zero_shot_real", "vae_error_corpus", "vae_error_real"} <= set(pretrained)
+    pretrain_reports = realfake / "reports" / "realfake" / "pretrain_base_model"
+    assert (pretrain_reports / "corpus.png").is_file() and (pretrain_reports / "clip_loss.csv").is_file()
     with open(reports / "table3.csv") as fh:
         assert [r["synthetic_x"] for r in csv.DictReader(fh)] == ["1", "2", "1"]
     privacy = json.loads((reports / "attack_membership.json").read_text())

@@ -12,7 +12,8 @@ to ImageNette's ten classes. Their layouts, as their releases unpack:
 ``imagefolder`` reads any ``<class>/*`` folder named like the dataset's classes. For the embedded digits there is
 no second digits distribution on disk, so ``digits_shifted`` is the test split under a fixed, seeded shift
 (rotated by 15-30 degrees either way, shrunk to 75-95 %, Gaussian pixel noise): a corruption-style shift in the
-manner of ImageNet-C, not a new source of digits.
+manner of ImageNet-C, not a new source of digits. ``digits_fonts`` is one: as many digits as the test split,
+rendered from the fonts the Real-Fake stand-in's corpus leaves out (:mod:`synthgap.data.fonts`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ def load_ood(spec: OodSetConfig, classes: tuple[str, ...], x_test: np.ndarray, y
     which ``digits_shifted`` shifts), labelled with indices into ``classes``; folders relative to ``root``."""
     if spec.format == "digits_shifted":
         return OodSet(spec.name, shifted(x_test, seed), y_test.astype(np.int64), tuple(classes))
+    if spec.format == "digits_fonts":
+        from synthgap.data.fonts import DIGITS, held_out_digits
+
+        if tuple(classes) != tuple(DIGITS):
+            raise UserError(f"out-of-distribution set {spec.name}: digits_fonts draws the digits 0-9, the dataset's "
+                            f"classes are {', '.join(classes[:3])}, ...", "remove it from realfake.ood")
+        _, h, _, c = x_test.shape
+        x, y = held_out_digits(len(x_test), h, c, seed)
+        return OodSet(spec.name, x, y, tuple(DIGITS))
     folder = root / spec.path
     if not folder.is_dir():
         raise UserError(f"out-of-distribution set {spec.name}: folder {folder} not found",

@@ -3,9 +3,9 @@ with distribution matching and visual guidance (Real-Fake Sec. 3), through ``acc
 
 One step of ``train_unet`` (read top to bottom): a seeded global batch of images (each process of an
 ``accelerate launch`` takes its slice), random flip (if ``flip``; ``realfake.flip``), VAE latents, noise and
-timesteps, the prompt states with the guidance token in the last slot, the UNet's noise prediction, the
-min-SNR-weighted loss plus the distribution term, gradient-norm clipping (``max_grad_norm``), one AdamW step
-(decoupled ``weight_decay``). Every random choice of step ``s`` comes from ``derive_seed(seed, s)``, so a resumed
+timesteps, the prompt states (the empty prompt's for a ``caption_dropout`` share) with the guidance token in the
+last slot, the UNet's noise prediction, the min-SNR-weighted loss plus the distribution term, gradient-norm
+clipping (``max_grad_norm``), one AdamW step (decoupled ``weight_decay``). Every random choice of step ``s`` comes from ``derive_seed(seed, s)``, so a resumed
 run continues exactly (state every ``state_every`` steps, weights only, atomically).
 """
 
@@ -52,6 +52,7 @@ class UnetTraining:
     distribution_weight: float = 0.003
     guidance: str = "image"  # image (code) | class_mean (paper) | none
     flip: bool = True  # mirror each image left-right with probability 1/2
+    caption_dropout: float = 0.0  # the empty prompt instead of the image's, with this probability (SD: 0.1)
     weight_decay: float = 1e-2  # AdamW, decoupled
     max_grad_norm: float | None = None  # clip the global gradient norm of the trained weights; None: no clipping
     mixed_precision: str = "no"  # accelerate: no | bf16 | fp16
@@ -176,6 +177,17 @@ def pretrain_vae(vae: torch.nn.Module, x_uint8: torch.Tensor, *, steps: int, bat
     return history
 
 
+@torch.no_grad()
+def vae_error(vae: torch.nn.Module, x_uint8: torch.Tensor, resolution: int, batch_size: int = 512) -> float:
+    """Mean squared error (pixels in [-1, 1]) of the VAE's reconstructions from the posterior mean."""
+    total = 0.0
+    for i in range(0, len(x_uint8), batch_size):
+        pixels = to_model_pixels(x_uint8[i : i + batch_size], resolution)
+        recon = vae.decode(vae.encode(pixels).latent_dist.mean).sample
+        total += float((recon - pixels).pow(2).mean()) * len(pixels)
+    return total / max(1, len(x_uint8))
+
+
 def train_unet(
     model: BaseModel,
     x_uint8: torch.Tensor,
@@ -205,7 +217,7 @@ def train_unet(
         raise UserError(f"{desc}: batch size {cfg.batch_size} does not split evenly over {world} processes",
                         f"set the batch size to a multiple of {world}")
     model.to(device)
-    unique = sorted(set(prompts))
+    unique = sorted(set(prompts) | ({""} if cfg.caption_dropout else set()))
     states_by_prompt = encode_prompts(model, unique)
     prompt_index = torch.tensor([unique.index(p) for p in prompts], device=device)
     x_uint8 = x_uint8.to(device)
@@ -253,8 +265,12 @@ def train_unet(
         noise_all = torch.randn((cfg.batch_size, 4, cfg.resolution // model.latent_factor,
                                  cfg.resolution // model.latent_factor), device=device, generator=gen)
         t_all = torch.randint(0, steps_total, (cfg.batch_size,), device=device, generator=gen)
+        rows = prompt_index[idx]
+        if cfg.caption_dropout:  # the unconditional branch that classifier-free guidance contrasts with
+            dropped = torch.rand(cfg.batch_size, device=device, generator=gen) < cfg.caption_dropout
+            rows = torch.where(dropped, unique.index(""), rows)
         mine = slice(rank, None, world)  # this process's share of the global batch
-        idx, flip, noise, t = idx[mine], flip[mine], noise_all[mine], t_all[mine]
+        idx, rows, flip, noise, t = idx[mine], rows[mine], flip[mine], noise_all[mine], t_all[mine]
         pixels = to_model_pixels(x_uint8[idx], cfg.resolution)
         if cfg.flip:
             pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
@@ -264,8 +280,7 @@ def train_unet(
                               dtype=posterior.mean.dtype)[mine].to(device)
             latents = (posterior.mean + posterior.std * eps) * scale
         noisy = model.scheduler.add_noise(latents, noise, t)
-        states = insert_guidance(states_by_prompt[prompt_index[idx]], tokens[idx] if tokens is not None else None,
-                                 projection)
+        states = insert_guidance(states_by_prompt[rows], tokens[idx] if tokens is not None else None, projection)
         with accelerator.autocast():
             pred = ddp_unet(noisy, t, encoder_hidden_states=states).sample
         weights = min_snr_weights(alphas, t, cfg.snr_gamma) if cfg.snr_gamma else torch.ones_like(t, dtype=torch.float)

@@ -15,20 +15,23 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def clip_pixels(x_uint8: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> CLIP's input: RGB (grey repeats), bicubic to ``size``, CLIP's normalisation."""
+    mean = torch.tensor(CLIP_MEAN, device=x_uint8.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x_uint8.device).view(1, 3, 1, 1)
+    x = x_uint8.float().div(255.0)
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return (x - mean) / std
+
+
 @torch.no_grad()
 def image_embeddings(encoder: torch.nn.Module, x_uint8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """CLIP ``image_embeds`` of uint8 (N, C, H, W) images (grey repeats to RGB, bicubic resize, CLIP norm)."""
+    """CLIP ``image_embeds`` of uint8 (N, C, H, W) images (:func:`clip_pixels`)."""
     device = next(encoder.parameters()).device
     size = encoder.config.image_size
-    mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
-    out = []
-    for i in range(0, len(x_uint8), batch_size):
-        x = x_uint8[i : i + batch_size].to(device).float().div(255.0)
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-        out.append(encoder(pixel_values=(x - mean) / std).image_embeds.float())
-    return torch.cat(out)
+    return torch.cat([encoder(pixel_values=clip_pixels(x_uint8[i : i + batch_size].to(device), size)).image_embeds.float()
+                      for i in range(0, len(x_uint8), batch_size)])
 
 
 def guidance_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, mode: str) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from synthgap.config import RealFakeConfig
+from synthgap.data.fonts import DIGITS, Corpus, render_corpus
 from synthgap.data.processed import ProcessedData
 from synthgap.errors import UserError
 from synthgap.noise import image_seeds
@@ -63,6 +64,18 @@ def prompts_for(cfg: RealFakeConfig, data: ProcessedData, root: Path, indices: n
     caps = captions(cfg, root, len(data.y_train))
     indices = np.arange(len(data.y_train)) if indices is None else indices
     return [class_prompt(words[data.y_train[i]], caps[i], cfg.prompt_template) for i in indices]
+
+
+def pretrain_corpus(cfg: RealFakeConfig, data: ProcessedData, root: Path, seed: int) -> Corpus:
+    """The stand-in's pretraining images and captions (``realfake.pretrain.corpus``): the font-rendered digits
+    (``fonts``, at the dataset's image shape), or the train split with its prompts (``train``)."""
+    if cfg.pretrain.corpus == "train":
+        return Corpus(data.x_train, data.y_train, prompts_for(cfg, data, root), ["train"] * len(data.y_train))
+    if tuple(data.classes) != tuple(DIGITS):
+        raise UserError(f"realfake.pretrain.corpus: fonts draws the digits 0-9, but the classes are "
+                        f"{', '.join(data.classes[:3])}, ...", "set realfake.pretrain.corpus: train")
+    h, _, c = data.image_shape
+    return render_corpus(cfg.pretrain.corpus_images, class_words(cfg, data), h, c, seed)
 
 
 def model_folders(cfg: RealFakeConfig, stand_in: Path, root: Path) -> tuple[Path, Path | None]:
@@ -170,9 +183,11 @@ def training_sets(cfg: RealFakeConfig) -> dict[str, tuple]:
 def table_rows(cfg: RealFakeConfig, acc: dict[str, dict]) -> dict[str, list[dict]]:
     """Tables 1-3 from the summarised rows of each training set (``acc[name]`` has ``top1_trials``, and
     ``top5_trials`` with more than 10 classes): each cell is mean ± the half-width of its 95 % interval.
-    Table 1 has a column ``ood_<name>`` (top-1) per out-of-distribution set of ``realfake.ood``."""
-    def row(label: dict, name: str, ood: bool = False) -> dict:
-        keys = ("top1", "top5", *(f"ood_{s.name}_top1" for s in (cfg.ood if ood else ())))
+    Table 1 has a column ``ood_<name>`` (top-1) per out-of-distribution set of ``realfake.ood``, Table 2 one
+    ``reference_top1`` (the real-data classifier's top-1 on the synthetic set itself) when ``acc`` has it."""
+    def row(label: dict, name: str, ood: bool = False, recognised: bool = False) -> dict:
+        keys = ("top1", "top5", *(f"ood_{s.name}_top1" for s in (cfg.ood if ood else ())),
+                *(("reference_top1",) if recognised else ()))
         return {**label, **{k.removesuffix("_top1") if k.startswith("ood_") else k: estimate(acc[name][f"{k}_trials"]).text(2)
                             for k in keys if f"{k}_trials" in acc[name]}, "training_set": name}
 
@@ -183,7 +198,8 @@ def table_rows(cfg: RealFakeConfig, acc: dict[str, dict]) -> dict[str, list[dict
         for variant in ablation_order(cfg):
             guidance, matching = VARIANTS.get(variant, (False, False))
             table2.append(row({"latent_prior": mode == "img2img", "visual_guidance": guidance,
-                               "distribution_matching": matching, "finetune": variant != "base"}, f"{variant}_{mode}"))
+                               "distribution_matching": matching, "finetune": variant != "base"}, f"{variant}_{mode}",
+                              recognised=True))
     table3 = [row({"synthetic_x": k, "real_data": False}, scale_set(k)) for k in cfg.scales]
     table3.append(row({"synthetic_x": 1, "real_data": True}, "real_plus_full_img2img"))
     return {"table1": table1, "table2": table2, "table3": table3}

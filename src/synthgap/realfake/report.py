@@ -76,7 +76,9 @@ def comparisons(cfg, acc: dict[str, dict]) -> list[dict]:
     """The paper's comparisons as paired differences over trials (top-1 points): Table 1 against real data;
     each Table 2 variant against the variant without one of its components (and the whole method against no
     finetuning), per synthesis mode; img2img (latent prior) against text-to-image; Table 3 scales against x1;
-    Table 1 against real data on each out-of-distribution set (``realfake.ood``)."""
+    Table 1 against real data on each out-of-distribution set (``realfake.ood``); and how much more of each
+    finetuned variant's text-to-image set the real-data classifier recognises than of the base model's (the
+    domain gap, ``reference_top1``)."""
     from synthgap.realfake.pipeline import ablation_order, scale_set
     from synthgap.stats import compare
 
@@ -91,6 +93,9 @@ def comparisons(cfg, acc: dict[str, dict]) -> list[dict]:
                 for a, b, what in ABLATION_PAIRS if a in order and b in order]
     out += [compare(f"realfake_{v}_img2img_vs_txt2img", "realfake", trials(f"{v}_img2img"), trials(f"{v}_txt2img"),
                     component="latent_prior") for v in order]
+    if "base" in order and "reference_top1_trials" in acc.get("base_txt2img", {}):  # the domain gap LoRA closes
+        out += [compare(f"realfake_{v}_vs_base_txt2img_recognised", "realfake", acc[f"{v}_txt2img"]["reference_top1_trials"],
+                        acc["base_txt2img"]["reference_top1_trials"], measure="reference_top1") for v in order if v != "base"]
     out += [compare(f"realfake_scale_x{k}_vs_x1", "realfake", trials(scale_set(k)), trials("full_img2img"))
             for k in cfg.scales if k > 1]
     for ood in cfg.ood:  # section 4.4: does synthetic data change accuracy out of distribution?
