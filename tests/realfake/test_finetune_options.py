@@ -27,23 +27,32 @@ def left_bright(n: int = 16) -> torch.Tensor:
     return x
 
 
-def fed_pixels(base, monkeypatch, settings: UnetTraining) -> torch.Tensor:
-    """The pixels that ``train_unet`` hands the VAE encoder, every step concatenated."""
+def fed_latents(base, monkeypatch, settings: UnetTraining) -> torch.Tensor:
+    """The clean latents that ``train_unet`` noises, every step concatenated, with a VAE whose posterior is a
+    point mass on the image itself (2 x 2 average-pooled, first channel repeated): latents show the image."""
+    from types import SimpleNamespace
+
     model = copy.deepcopy(base)
-    seen, encode = [], model.vae.encode
-    monkeypatch.setattr(model.vae, "encode", lambda pixels: seen.append(pixels.detach().clone()) or encode(pixels),
-                        raising=False)
+
+    def encode(pixels):
+        mean = torch.nn.functional.avg_pool2d(pixels[:, :1], 2).expand(-1, 4, -1, -1)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=mean, std=torch.zeros_like(mean)))
+
+    monkeypatch.setattr(model.vae, "encode", encode, raising=False)
+    seen, add_noise = [], model.scheduler.add_noise
+    monkeypatch.setattr(model.scheduler, "add_noise",
+                        lambda latents, noise, t: seen.append(latents.detach().clone()) or add_noise(latents, noise, t))
     train_unet(model, left_bright(), [PROMPT] * 16, None, settings, seed=3, log_every=1)
-    return torch.cat(seen)
+    return torch.cat(seen) / model.vae.config.scaling_factor
 
 
 @pytest.mark.parametrize("lora", [LoraSpec(), None], ids=["lora", "pretraining"])
 def test_flip_false_feeds_no_mirrored_image_and_true_about_half(base, monkeypatch, lora):
     kw = dict(steps=8, batch_size=16, lr=1e-3, resolution=8, lora=lora, guidance="none")
     for flip in (False, True):
-        pixels = fed_pixels(base, monkeypatch, UnetTraining(flip=flip, **kw))
-        assert len(pixels) == 8 * 16
-        left, right = pixels[..., :4].mean((1, 2, 3)), pixels[..., 4:].mean((1, 2, 3))
+        latents = fed_latents(base, monkeypatch, UnetTraining(flip=flip, **kw))
+        assert len(latents) == 8 * 16
+        left, right = latents[..., :2].mean((1, 2, 3)), latents[..., 2:].mean((1, 2, 3))
         assert torch.all((left - right).abs() > 1.5)  # each image is either the original or its mirror
         mirrored = (right > left).float().mean().item()
         if flip:

@@ -2,10 +2,11 @@
 with distribution matching and visual guidance (Real-Fake Sec. 3), through ``accelerate``.
 
 One step of ``train_unet`` (read top to bottom): a seeded global batch of images (each process of an
-``accelerate launch`` takes its slice), random flip (if ``flip``; ``realfake.flip``), VAE latents, noise and
-timesteps, the prompt states (the empty prompt's for a ``caption_dropout`` share) with the guidance token in the
-last slot, the UNet's noise prediction, the min-SNR-weighted loss plus the distribution term, gradient-norm
-clipping (``max_grad_norm``), one AdamW step (decoupled ``weight_decay``). Every random choice of step ``s`` comes from ``derive_seed(seed, s)``, so a resumed
+``accelerate launch`` takes its slice), random flip (if ``flip``; ``realfake.flip``), VAE latents (a sample of
+each image's posterior, computed once: the VAE is frozen), noise and timesteps, the prompt states (the empty
+prompt's for a ``caption_dropout`` share) with the guidance token in the last slot, the UNet's noise prediction,
+the min-SNR-weighted loss plus the distribution term, gradient-norm clipping (``max_grad_norm``), one AdamW step
+(decoupled ``weight_decay``). Every random choice of step ``s`` comes from ``derive_seed(seed, s)``, so a resumed
 run continues exactly (state every ``state_every`` steps, weights only, atomically).
 """
 
@@ -178,6 +179,19 @@ def pretrain_vae(vae: torch.nn.Module, x_uint8: torch.Tensor, *, steps: int, bat
 
 
 @torch.no_grad()
+def posteriors(vae: torch.nn.Module, x_uint8: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior's mean and standard deviation (N, C, h, w) of every image, encoded in batches of about
+    2^18 pixels (256 images at 32 px, one at SD's 512)."""
+    batch_size = max(1, min(256, (1024 // resolution) ** 2 // 4))
+    means, stds = [], []
+    for i in range(0, len(x_uint8), batch_size):
+        dist = vae.encode(to_model_pixels(x_uint8[i : i + batch_size], resolution)).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+@torch.no_grad()
 def vae_error(vae: torch.nn.Module, x_uint8: torch.Tensor, resolution: int, batch_size: int = 512) -> float:
     """Mean squared error (pixels in [-1, 1]) of the VAE's reconstructions from the posterior mean."""
     total = 0.0
@@ -221,6 +235,9 @@ def train_unet(
     states_by_prompt = encode_prompts(model, unique)
     prompt_index = torch.tensor([unique.index(p) for p in prompts], device=device)
     x_uint8 = x_uint8.to(device)
+    # the VAE is frozen: each image's posterior (and its mirror's, with flip) once, not the batch's every step
+    mean, std = posteriors(model.vae, x_uint8, cfg.resolution)
+    mirrored = posteriors(model.vae, x_uint8.flip(-1), cfg.resolution) if cfg.flip else None
     tokens = guidance_tokens.to(device) if guidance_tokens is not None and cfg.guidance != "none" else None
     projection = make_projection(tokens.shape[1], states_by_prompt.shape[-1], derive_seed(seed, "projection")) \
         if tokens is not None else None
@@ -271,14 +288,13 @@ def train_unet(
             rows = torch.where(dropped, unique.index(""), rows)
         mine = slice(rank, None, world)  # this process's share of the global batch
         idx, rows, flip, noise, t = idx[mine], rows[mine], flip[mine], noise_all[mine], t_all[mine]
-        pixels = to_model_pixels(x_uint8[idx], cfg.resolution)
+        mu, sigma = mean[idx], std[idx]
         if cfg.flip:
-            pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
-        with torch.no_grad():  # the posterior's noise drawn for the global batch, as the noise above
-            posterior = model.vae.encode(pixels).latent_dist
-            eps = torch.randn((cfg.batch_size, *posterior.mean.shape[1:]), generator=gen, device=gen.device,
-                              dtype=posterior.mean.dtype)[mine].to(device)
-            latents = (posterior.mean + posterior.std * eps) * scale
+            mu = torch.where(flip[:, None, None, None], mirrored[0][idx], mu)
+            sigma = torch.where(flip[:, None, None, None], mirrored[1][idx], sigma)
+        # the posterior's noise drawn for the global batch, as the noise above
+        eps = torch.randn((cfg.batch_size, *mu.shape[1:]), generator=gen, device=gen.device, dtype=mu.dtype)[mine]
+        latents = (mu + sigma * eps.to(device)) * scale
         noisy = model.scheduler.add_noise(latents, noise, t)
         states = insert_guidance(states_by_prompt[rows], tokens[idx] if tokens is not None else None, projection)
         with accelerator.autocast():
