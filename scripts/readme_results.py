@@ -83,7 +83,8 @@ def runtime(root: Path) -> str:
     slowest = ", ".join(f"`{name}` {sec:.0f} s" for name, sec in ranked[:6])
     how = "every stage rerun with `dvc repro --force`" if r.get("mode", "").startswith("in place") else "`dvc repro` on a fresh clone"
     return (f"Measured with `{r['command']}` ({how}) on {r['device']}, {r['date'][:10]}, "
-            f"commit {r['commit'][:8]}: **{r['total_s']:.0f} s** for all {r['stages']} stages (budget {r['budget_s']:.0f} s; "
+            f"commit {r['commit'][:8]}: **{r['total_s']:.0f} s** for all {r['stages']} stages "
+            f"({'within' if r['within_budget'] else '**over**'} the budget of {r['budget_s']:.0f} s; "
             f"{r['stage_seconds_sum']:.0f} s inside the stages' MLflow runs, the rest is process start-up and DVC). "
             f"Slowest stages: {slowest}; all of them in `benchmarks/results/repro-cpu.json`.\n")
 
