@@ -179,20 +179,8 @@ def sd15_configs() -> dict:
 def build_tiny(image_size: int, words: list[str], tokenizer_dir: Path, seed: int = 0, width: int = 32,
                text_width: int = 32) -> BaseModel:
     """Randomly initialised SD components from ``tiny_configs`` (the tokenizer is written to ``tokenizer_dir``)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
-
     tokenizer = write_tokenizer(tokenizer_dir, words)
-    cfg = tiny_configs(image_size, width, text_width, vocab_size=len(tokenizer))
-    torch.manual_seed(seed)
-    return BaseModel(
-        unet=UNet2DConditionModel(**cfg["unet"]),
-        vae=AutoencoderKL(**cfg["vae"]),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])),
-        tokenizer=tokenizer,
-        scheduler=DDPMScheduler(**cfg["scheduler"]),
-        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg["vision"])),
-    )
+    return random_model(tiny_configs(image_size, width, text_width, vocab_size=len(tokenizer)), tokenizer, seed)
 
 
 def build_sd15(words: list[str], tokenizer_dir: Path, seed: int = 0, vision_layers: int = 24) -> BaseModel:
@@ -200,12 +188,19 @@ def build_sd15(words: list[str], tokenizer_dir: Path, seed: int = 0, vision_laye
     paper-scale path without a download: the UNet, VAE and text encoder at full size, the CLIP ViT-L/14 vision
     tower with ``vision_layers`` of its 24 layers (its widths and projection kept; 0: none). The tokenizer knows
     ``words`` (``write_tokenizer``) and pads to SD's 77 tokens."""
+    cfg = sd15_configs()
+    cfg["vision"] = {**cfg["vision"], "num_hidden_layers": vision_layers} if vision_layers else None
+    tokenizer = write_tokenizer(tokenizer_dir, words)
+    tokenizer.model_max_length = 77
+    return random_model(cfg, tokenizer, seed)
+
+
+def random_model(cfg: dict, tokenizer, seed: int) -> BaseModel:
+    """SD's classes from ``cfg`` (as :func:`tiny_configs` writes it; ``cfg["vision"]`` None: no vision tower),
+    weights drawn after ``torch.manual_seed(seed)``."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    cfg = sd15_configs()
-    tokenizer = write_tokenizer(tokenizer_dir, words)
-    tokenizer.model_max_length = 77
     torch.manual_seed(seed)
     return BaseModel(
         unet=UNet2DConditionModel(**cfg["unet"]),
@@ -213,8 +208,7 @@ def build_sd15(words: list[str], tokenizer_dir: Path, seed: int = 0, vision_laye
         text_encoder=CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])),
         tokenizer=tokenizer,
         scheduler=DDPMScheduler(**cfg["scheduler"]),
-        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**{**cfg["vision"], "num_hidden_layers": vision_layers}))
-        if vision_layers else None,
+        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg["vision"])) if cfg["vision"] else None,
     )
 
 
