@@ -65,7 +65,7 @@ def main() -> None:
                                 "rerun `dvc repro synthesize_realfake` with the current trials")
             return arrays["x_train"][block], arrays["y_train"][block]
 
-        jobs, sets = [], {}
+        jobs = []
         for name, parts in training_sets(cfg).items():
             for trial in range(params.trials):
                 seed = trial_seed(params.seed, trial)
@@ -74,8 +74,7 @@ def main() -> None:
                 torch.manual_seed(derive_seed(seed, "init"))
                 model = build_classifier(spec_for_data(cfg.classifier.model, x, data.num_classes, "realfake"))
                 cell = {"training_set": name, "n_train": len(y), "n_real": n if ("real",) in parts else 0}
-                sets[name, trial] = to_device_tensors(x, y, device)
-                jobs.append(Job(name, cell, trial, seed, model, sets[name, trial], len(y), cfg.classifier.train))
+                jobs.append(Job(name, cell, trial, seed, model, to_device_tensors(x, y, device), len(y), cfg.classifier.train))
         ood = [load_ood(spec, data.classes, data.x_test, data.y_test, repo_root(), derive_seed(params.seed, "ood", spec.name))
                for spec in cfg.ood]
         for o in ood:
@@ -84,10 +83,9 @@ def main() -> None:
         evals = {"test": test} | {f"ood_{o.name}": to_device_tensors(o.x, o.y, device) for o in ood}
         rows = run_jobs(run, STAGE, jobs, score, device=device, evals=evals)
         accuracy = {row["cell"]: row for row in summarise(rows, ("top1", "top5", *(f"ood_{o.name}_top1" for o in ood)))}
-        for name, parts in training_sets(cfg).items():  # how much of each synthetic set the real-data classifier recognises
-            if ("real",) not in parts:
-                accuracy[name]["reference_top1_trials"] = [evaluate(reference, *sets[name, trial])["top1"]
-                                                           for trial in range(params.trials)]
+        for job in jobs:  # how much of each synthetic set the real-data classifier recognises (jobs: in trial order)
+            if job.params["n_real"] == 0:
+                accuracy[job.cell].setdefault("reference_top1_trials", []).append(evaluate(reference, *job.train_set)["top1"])
         run.record_cells(list(accuracy.values()), ("top1",))
         for name, row in accuracy.items():
             print(f"{STAGE}: {name} ({row['n_train']} images): top-1 {estimate(row['top1_trials']).text(2)}")

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from synthgap.errors import UserError
+
 DIGITS = "0123456789"
 
 # face (file stem in mpl-data/fonts/ttf) -> the words a caption uses for it
@@ -146,6 +148,12 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     k = k / k.sum()
     images = F.conv2d(images, k.view(1, 1, 1, -1), padding=(0, radius))
     return F.conv2d(images, k.view(1, 1, -1, 1), padding=(radius, 0))
+
+
+def require_digits(classes: tuple[str, ...], what: str, fix: str) -> None:
+    """One line saying that ``what`` draws the digits 0-9 when the dataset's classes are something else."""
+    if tuple(classes) != tuple(DIGITS):
+        raise UserError(f"{what} draws the digits 0-9, but the classes are {', '.join(classes[:3])}, ...", fix)
 
 
 def render_corpus(n: int, names: tuple[str, ...], size: int, channels: int, seed: int) -> Corpus:

@@ -51,11 +51,9 @@ def load_ood(spec: OodSetConfig, classes: tuple[str, ...], x_test: np.ndarray, y
     if spec.format == "digits_shifted":
         return OodSet(spec.name, shifted(x_test, seed), y_test.astype(np.int64), tuple(classes))
     if spec.format == "digits_fonts":
-        from synthgap.data.fonts import DIGITS, held_out_digits
+        from synthgap.data.fonts import DIGITS, held_out_digits, require_digits
 
-        if tuple(classes) != tuple(DIGITS):
-            raise UserError(f"out-of-distribution set {spec.name}: digits_fonts draws the digits 0-9, the dataset's "
-                            f"classes are {', '.join(classes[:3])}, ...", "remove it from realfake.ood")
+        require_digits(classes, f"out-of-distribution set {spec.name}: digits_fonts", "remove it from realfake.ood")
         _, h, _, c = x_test.shape
         x, y = held_out_digits(len(x_test), h, c, seed)
         return OodSet(spec.name, x, y, tuple(DIGITS))

@@ -234,13 +234,17 @@ def from_model_pixels(x: torch.Tensor, channels: int, size: int) -> torch.Tensor
     return x.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
+def prompt_ids(model: BaseModel, prompts: list[str]) -> torch.Tensor:
+    """Token ids (N, L) on the text encoder's device, padded to the tokenizer's length as SD does."""
+    device = next(model.text_encoder.parameters()).device
+    return model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
+                           truncation=True, return_tensors="pt").input_ids.to(device)
+
+
 @torch.no_grad()
 def encode_prompts(model: BaseModel, prompts: list[str]) -> torch.Tensor:
-    """Text-encoder hidden states (N, L, D), padded to the tokenizer's length as SD does."""
-    device = next(model.text_encoder.parameters()).device
-    ids = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt").input_ids.to(device)
-    return model.text_encoder(ids)[0]
+    """Text-encoder hidden states (N, L, D) of :func:`prompt_ids`."""
+    return model.text_encoder(prompt_ids(model, prompts))[0]
 
 
 @torch.no_grad()

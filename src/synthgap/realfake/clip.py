@@ -19,14 +19,9 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from synthgap.realfake.base_model import BaseModel
+from synthgap.realfake.base_model import BaseModel, prompt_ids
 from synthgap.realfake.guidance import clip_pixels
 from synthgap.seeding import derive_seed, torch_generator
-
-
-def token_ids(model: BaseModel, texts: list[str], device) -> torch.Tensor:
-    return model.tokenizer(texts, padding="max_length", max_length=model.tokenizer.model_max_length,
-                           truncation=True, return_tensors="pt").input_ids.to(device)
 
 
 def text_embeddings(model: BaseModel, projection: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -57,7 +52,7 @@ def pretrain_clip(model: BaseModel, x_uint8: torch.Tensor, captions: list[str], 
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
     distinct = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     caption_ids = torch.tensor([distinct[c] for c in captions], device=device)
-    all_ids = token_ids(model, list(distinct), device)
+    all_ids = prompt_ids(model, list(distinct))
     size = model.image_encoder.config.image_size
     history, running = [], 0.0
     for step in tqdm(range(steps), desc=desc, disable=None):
@@ -87,7 +82,7 @@ def zero_shot_accuracy(model: BaseModel, projection: torch.nn.Module, x_uint8: t
                        class_prompts: list[str], batch_size: int = 512) -> float:
     """Top-1 accuracy of "the class whose prompt's text embedding is closest to the image's" (CLIP zero-shot)."""
     device = next(model.text_encoder.parameters()).device
-    text = text_embeddings(model, projection, token_ids(model, class_prompts, device))
+    text = text_embeddings(model, projection, prompt_ids(model, class_prompts))
     size = model.image_encoder.config.image_size
     hits = 0
     for i in range(0, len(labels), batch_size):

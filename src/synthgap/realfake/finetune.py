@@ -233,7 +233,8 @@ def train_unet(
     model.to(device)
     unique = sorted(set(prompts) | ({""} if cfg.caption_dropout else set()))
     states_by_prompt = encode_prompts(model, unique)
-    prompt_index = torch.tensor([unique.index(p) for p in prompts], device=device)
+    row_of = {p: i for i, p in enumerate(unique)}
+    prompt_index = torch.tensor([row_of[p] for p in prompts], device=device)
     x_uint8 = x_uint8.to(device)
     # the VAE is frozen: each image's posterior (and its mirror's, with flip) once, not the batch's every step
     mean, std = posteriors(model.vae, x_uint8, cfg.resolution)
@@ -285,7 +286,7 @@ def train_unet(
         rows = prompt_index[idx]
         if cfg.caption_dropout:  # the unconditional branch that classifier-free guidance contrasts with
             dropped = torch.rand(cfg.batch_size, device=device, generator=gen) < cfg.caption_dropout
-            rows = torch.where(dropped, unique.index(""), rows)
+            rows = torch.where(dropped, row_of[""], rows)
         mine = slice(rank, None, world)  # this process's share of the global batch
         idx, rows, flip, noise, t = idx[mine], rows[mine], flip[mine], noise_all[mine], t_all[mine]
         mu, sigma = mean[idx], std[idx]

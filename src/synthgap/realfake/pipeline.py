@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from synthgap.config import RealFakeConfig
-from synthgap.data.fonts import DIGITS, Corpus, render_corpus
+from synthgap.data.fonts import Corpus, render_corpus, require_digits
 from synthgap.data.processed import ProcessedData
 from synthgap.errors import UserError
 from synthgap.noise import image_seeds
@@ -71,9 +71,7 @@ def pretrain_corpus(cfg: RealFakeConfig, data: ProcessedData, root: Path, seed: 
     (``fonts``, at the dataset's image shape), or the train split with its prompts (``train``)."""
     if cfg.pretrain.corpus == "train":
         return Corpus(data.x_train, data.y_train, prompts_for(cfg, data, root), ["train"] * len(data.y_train))
-    if tuple(data.classes) != tuple(DIGITS):
-        raise UserError(f"realfake.pretrain.corpus: fonts draws the digits 0-9, but the classes are "
-                        f"{', '.join(data.classes[:3])}, ...", "set realfake.pretrain.corpus: train")
+    require_digits(data.classes, "realfake.pretrain.corpus: fonts", "set realfake.pretrain.corpus: train")
     h, _, c = data.image_shape
     return render_corpus(cfg.pretrain.corpus_images, class_words(cfg, data), h, c, seed)
 
