@@ -72,30 +72,26 @@ def write_outputs(frame: pd.DataFrame, fits: dict, out: Path, label: str, n_tota
                         "IR needs closed- and open-set cells at 1:1 and the base alone")
 
 
-def collect_pipeline_results(grids: Path, metrics_folder: Path, base_sizes, uri: str) -> tuple[pd.DataFrame, dict]:
+def collect_pipeline_results(grids: Path, metrics_folder: Path, base_sizes, run) -> tuple[pd.DataFrame, dict]:
     """Rows of every augment@<n> stage, from MLflow where complete (the stage's run id is in its metrics
-    file in ``metrics_folder``), else from the stage's JSON file in the folder ``grids``."""
+    file in ``metrics_folder``; ``run`` asks the tracking store), else from the stage's JSON file in the
+    folder ``grids``."""
     import json
 
     from synthgap.paths import instance_of, item_path
-    from synthgap.tracking import get_client
 
-    client, frames, sources = get_client(uri), [], {}
+    frames, sources = [], {}
     for n_base in base_sizes:
         path = item_path(grids, n_base, ".json")
         file_rows = pd.DataFrame(read_upstream_json(path, instance_of(path))["rows"])
         metrics = metrics_folder / f"{instance_of(path)}.json"
         parent = json.loads(metrics.read_text()).get("mlflow_run_id") if metrics.is_file() else None
-        runs = []
-        if parent:
-            experiment = client.get_experiment_by_name("equivalence")
-            if experiment is not None:
-                runs = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
+        runs = run.finished_children("equivalence", parent) if parent else []
         mlflow_rows = pd.DataFrame([
-            {"setting": r.data.params["setting"], "n_base": int(r.data.params["n_base"]),
-             "n_real_added": int(r.data.params["n_real_added"]), "n_syn_added": int(r.data.params["n_syn_added"]),
-             "trial": int(r.data.params["trial"]), "accuracy": r.data.metrics["accuracy"]}
-            for r in runs if r.info.status == "FINISHED" and "accuracy" in r.data.metrics
+            {"setting": r["params"]["setting"], "n_base": int(r["params"]["n_base"]),
+             "n_real_added": int(r["params"]["n_real_added"]), "n_syn_added": int(r["params"]["n_syn_added"]),
+             "trial": int(r["params"]["trial"]), "accuracy": r["metrics"]["accuracy"]}
+            for r in runs if "accuracy" in r["metrics"]
         ])
         complete = len(mlflow_rows) == len(file_rows)
         frames.append(mlflow_rows if complete else file_rows[list(REQUIRED_COLUMNS)])
@@ -157,7 +153,7 @@ def pipeline_main() -> None:
     cfg, out = params.section, paths.out
     with StageRun(params, experiment="equivalence") as run:
         info = load_info(paths.data)
-        frame, sources = collect_pipeline_results(paths.grids, paths.metrics, cfg.base_sizes, run.uri)
+        frame, sources = collect_pipeline_results(paths.grids, paths.metrics, cfg.base_sizes, run)
         n_total = cfg.n_total or info["sizes"]["train"]
         fits = fit_all(frame, n_total, ratios=tuple(cfg.fit_ratios))
         atomic_write_csv(out / "results.csv", frame.to_dict("records"))

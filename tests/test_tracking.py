@@ -137,3 +137,102 @@ def test_a_moved_workspace_logs_artifacts_into_its_own_folder_and_keeps_the_old_
         assert [a.path for a in client.list_artifacts(run_id)] == ["figure.png"]
         assert (after / "mlartifacts" / "common" / run_id / "artifacts" / "figure.png").read_bytes() == b"png"
     assert not before.exists()
+
+
+# ------------------------------------------------------------------------------------------ the daemon
+def _peer_pid(sock) -> int:
+    import struct
+
+    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+
+
+def _stage_process_peer(address) -> int:
+    """In a new Python process (as a stage is): connect to the daemon at ``address``; the daemon's pid."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pathlib; from synthgap import tracking as t; from tests.test_tracking import _peer_pid\n"
+            f"c = t.connect_daemon(pathlib.Path({str(address)!r}))\n"
+            "print(_peer_pid(c._sock))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=repo_root())
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip())
+
+
+def test_stages_share_one_daemon_that_outlives_them_and_serves_their_runs(tmp_path, params):
+    from synthgap.tracking import connect_daemon
+
+    address = tmp_path / "t.sock"
+    first, second = _stage_process_peer(address), _stage_process_peer(address)
+    assert first == second  # the second stage found the first one's daemon
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = connect_daemon(address)
+    assert _peer_pid(store._sock) == first
+    experiment_id, run_id = store.call("open", uri, "common", tmp_path, "train_reference", {}, {"seed": 7}, tmp_path)
+    store.call("set_terminated", run_id, "FINISHED")
+    run = get_client(uri).get_run(run_id)  # written by the daemon, read here
+    assert run.info.status == "FINISHED" and run.data.params == {"seed": "7"}
+    store.close()
+
+
+def test_a_new_daemon_replaces_a_dead_ones_socket(tmp_path):
+    import os
+    import signal
+
+    from synthgap.tracking import connect_daemon
+
+    address = tmp_path / "t.sock"
+    store = connect_daemon(address)
+    pid = _peer_pid(store._sock)
+    os.kill(pid, signal.SIGKILL)  # its socket file stays behind
+    store.close()
+    try:
+        os.waitpid(pid, 0)  # all of its threads are gone (this process started it)
+    except ChildProcessError:  # reaped already by subprocess's own clean-up
+        pass
+    assert address.exists()
+    store = connect_daemon(address)
+    replacement = _peer_pid(store._sock)
+    assert replacement != pid and store.call("finished_children", f"sqlite:///{tmp_path / 'm.db'}", "gafi", "x") == []
+    store.close()
+
+
+def test_an_idle_daemon_removes_its_socket_and_exits(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    address = tmp_path / "t.sock"
+    ready_read, ready_write = os.pipe()
+    daemon = subprocess.Popen([sys.executable, "-c", "import sys, pathlib; from synthgap.tracking import serve_daemon; "
+                               f"serve_daemon(pathlib.Path({str(address)!r}), {ready_write}, idle_s=0.5)"],
+                              pass_fds=(ready_write,))
+    os.close(ready_write)
+    assert os.read(ready_read, 1) == b"1"
+    with socket.socket(socket.AF_UNIX) as client:  # a connection keeps it alive past its idle time
+        client.connect(str(address))
+        time.sleep(2.5)
+        assert daemon.poll() is None
+    assert daemon.wait(timeout=30) == 0
+    assert not address.exists()
+
+
+def test_the_daemon_key_and_its_private_folder(tmp_path, monkeypatch):
+    import os
+
+    from synthgap.tracking import daemon_address, store_process
+
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    plain = daemon_address()
+    assert plain.parent == tmp_path / f"synthgap-{os.getuid()}" and plain.parent.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "someone")
+    assert daemon_address() != plain  # other credentials: another daemon
+    plain.parent.chmod(0o755)  # others could connect and send pickles: not used
+    with pytest.raises(OSError, match="not a folder private"):
+        daemon_address()
+    monkeypatch.setattr("synthgap.tracking._shared", None)
+    store = store_process()
+    assert store._process is not None  # a child of its own instead
+    store.close()

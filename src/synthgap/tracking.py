@@ -13,11 +13,11 @@ which, in order:
    paths are anchored at the repository root, never at a DVC temporary workspace) and checks that it is
    reachable *before* any compute;
 2. creates the database and the experiment under a file lock, so parallel runs (``dvc queue start -j N``)
-   never race on the first migration or on experiment creation. Every MLflow call runs in a child process
-   (:class:`StoreProcess`, ``python -m synthgap.tracking``): importing MLflow and opening its store takes about
-   2 s of Python, which in a thread of the stage's process would hold the GIL against the stage's own work
-   (measured: 1.9 s longer for cas_multi). For a local SQLite database the stage does not wait for the run to
-   open; the first logging call does, and re-raises any error there;
+   never race on the first migration or on experiment creation. Every MLflow call runs in another process
+   (:class:`StoreProcess`): the tracking daemon that every stage of a ``dvc repro`` shares, which imports
+   MLflow and opens each database once (about 2.3 s of CPU per stage otherwise, and in a thread of the stage
+   it would hold the GIL against the stage's own work). For a local SQLite database the stage does not wait
+   for the run to open; the first logging call does, and re-raises any error there;
 3. starts a run named after the stage in the paper's experiment, logs the stage's params flattened, and
    tags the dataset, git commit and ``DVC_EXP_NAME``;
 4. on success writes the metrics plus the MLflow run id to ``reports/metrics/<stage>.json`` (a DVC metrics
@@ -37,13 +37,17 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import hashlib
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -283,41 +287,70 @@ class Store:
     def set_terminated(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def finished_children(self, uri: str, experiment: str, parent_run_id: str) -> list[dict[str, dict]]:
+        """Params and metrics of the FINISHED child runs of ``parent_run_id`` in ``experiment``."""
+        client = get_client(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        runs = client.search_runs([found.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                  max_results=10000)
+        return [{"params": dict(r.data.params), "metrics": dict(r.data.metrics)}
+                for r in runs if r.info.status == "FINISHED"]
+
 
 class StoreProcess:
-    """A :class:`Store` in a child process, ``python -m synthgap.tracking``, called over a pipe (pickled
-    ``(method, args)`` in, ``("ok", value)`` or ``("error", exception)`` out, in order). :meth:`submit` returns
-    at once and :meth:`result` waits for the oldest answer, so the stage can go on while its run opens. The
-    child ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group, and the stage still has to mark
-    its run KILLED through it) and exits as soon as its input closes: when the stage's process ends, or dies.
-    One child serves every stage run of a process (:func:`store_process`): a test session runs hundreds."""
+    """A connection to a :class:`Store` in another process: pickled ``(method, args)`` requests out,
+    ``("ok", value)`` or ``("error", exception)`` answers back, in order. :meth:`submit` returns at once and
+    :meth:`result` waits for the oldest answer, so the stage goes on while its run opens.
 
-    def __init__(self) -> None:
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[1])  # this synthgap, whatever is installed
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self._process = subprocess.Popen([sys.executable, "-m", "synthgap.tracking"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, env=env)
+    The other process is the tracking daemon (:func:`connect_daemon`): one per user, Python and version of
+    this module, shared by every stage of a ``dvc repro`` and by parallel ones, so MLflow is imported and each
+    database's engine opened once instead of once per stage (about 2.3 s of CPU per stage, on a machine whose
+    cores the stage's own threads use). Where a daemon cannot be used (no Unix sockets, no private temporary
+    folder) it is a child process over pipes (:meth:`child`), as it was. Either way the store survives a
+    SIGINT or SIGTERM sent to the stage's process group, so the stage can still mark its run KILLED."""
+
+    def __init__(self, reader, writer, *, process: subprocess.Popen | None = None, sock: socket.socket | None = None):
+        self._reader, self._writer = reader, writer
+        self._process, self._sock = process, sock
         self._waiting = 0
-        self._broken = False  # a request or answer cut off midway (an interrupt while waiting): start a new child
+        self._broken = False  # a request or answer cut off midway (an interrupt while waiting): start a new one
+
+    @classmethod
+    def child(cls) -> StoreProcess:
+        """A store of its own: ``python -m synthgap.tracking`` over pipes; it ignores SIGINT and SIGTERM and
+        exits as soon as its input closes (when the stage's process ends, or dies)."""
+        process = subprocess.Popen([sys.executable, "-m", "synthgap.tracking"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, env=_store_env())
+        return cls(process.stdout, process.stdin, process=process)
 
     def alive(self) -> bool:
-        return not self._broken and self._process.poll() is None
+        if self._broken:
+            return False
+        if self._process is not None:
+            return self._process.poll() is None
+        if self._waiting:
+            return True
+        try:  # no answer is due: anything readable is the daemon's end of the connection
+            return not select.select([self._sock], [], [], 0)[0] or self._sock.recv(1, socket.MSG_PEEK) != b""
+        except OSError:
+            return False
 
     def submit(self, method: str, *args: Any) -> None:
         try:
-            pickle.dump((method, args), self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self._process.stdin.flush()
+            pickle.dump((method, args), self._writer, protocol=pickle.HIGHEST_PROTOCOL)
+            self._writer.flush()
         except BaseException as err:
             self._broken = True
-            if isinstance(err, (OSError, ValueError)):  # BrokenPipeError: the child is gone
+            if isinstance(err, (OSError, ValueError)):  # BrokenPipeError: the store is gone
                 raise RuntimeError(self._ended()) from err
             raise
         self._waiting += 1
 
     def result(self) -> Any:
         try:
-            status, value = pickle.load(self._process.stdout)
+            status, value = pickle.load(self._reader)
         except BaseException as err:
             self._broken = True
             if isinstance(err, (EOFError, OSError, ValueError, pickle.UnpicklingError)):
@@ -329,66 +362,136 @@ class StoreProcess:
         return value
 
     def call(self, method: str, *args: Any) -> Any:
-        """Run ``Store.<method>(*args)`` in the child; its answer, or its exception raised here."""
-        if self._broken:  # the pipe may hold half an answer: never wait on it
-            raise RuntimeError("the pipe to the tracking process was cut off midway by an interrupt")
+        """Run ``Store.<method>(*args)`` in the store's process; its answer, or its exception raised here."""
+        if self._broken:  # the connection may hold half an answer: never wait on it
+            raise RuntimeError("the connection to the tracking process was cut off midway by an interrupt")
         while self._waiting:  # answers of earlier submits come first
             self.result()
         self.submit(method, *args)
         return self.result()
 
     def close(self) -> None:
-        """End the child (it exits when its input closes) and reap it. (A stage's process that ends with
-        ``os._exit`` closes the pipe by ending.)"""
-        for stream in (self._process.stdin, self._process.stdout):
+        """Close the connection (a child exits when its input closes, and is reaped). A stage's process that
+        ends with ``os._exit`` closes it by ending."""
+        for stream in (self._writer, self._reader, self._sock):
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
 
     def _ended(self) -> str:
+        if self._process is None:
+            return "the tracking daemon closed the connection"
         code = self._process.poll()
         return f"the tracking process ended{'' if code is None else f' with status {code}'}"
+
+
+def _store_env() -> dict[str, str]:
+    """The environment of a store process: this synthgap first on the path, whatever is installed."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+DAEMON_IDLE_S = 30.0  # the daemon exits when no stage has been connected for this long
+_DAEMON_MODULES = ("tracking.py", "staging.py", "paths.py", "errors.py")  # what the daemon runs of synthgap
+
+
+def daemon_address() -> Path:
+    """The daemon's socket: ``<tmp>/synthgap-<uid>/tracking-<key>.sock`` in a folder only this user can
+    enter. The key covers the Python, the code the daemon runs and the ``MLFLOW_*`` environment, so a stage
+    never talks to a daemon started from other code or with other credentials. Raises OSError where the
+    folder is not private."""
+    key = hashlib.sha256(f"{sys.executable}\0{sys.prefix}".encode())
+    here = Path(__file__).resolve().parent
+    for name in _DAEMON_MODULES:
+        key.update((here / name).read_bytes())
+    for name in sorted(k for k in os.environ if k.startswith("MLFLOW_")):
+        key.update(f"\0{name}={os.environ[name]}".encode())
+    folder = Path(tempfile.gettempdir()) / f"synthgap-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise OSError(f"{folder} is not a folder private to this user")
+    return folder / f"tracking-{key.hexdigest()[:16]}.sock"
+
+
+def connect_daemon(address: Path, timeout: float = 60.0) -> StoreProcess:
+    """A connection to the daemon at ``address``, started first if none answers there (under a file lock,
+    so stages starting together start one). Raises OSError if it cannot be reached or started."""
+    def connect() -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(address))
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):  # none yet, or a dead one's socket file
+            sock.close()
+            return None
+
+    sock = connect()
+    if sock is None:
+        with open(address.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            sock = connect() or _start_daemon(address, timeout, connect)
+    return StoreProcess(sock.makefile("rb"), sock.makefile("wb"), sock=sock)
+
+
+def _start_daemon(address: Path, timeout: float, connect) -> socket.socket:
+    address.unlink(missing_ok=True)
+    ready_read, ready_write = os.pipe()
+    try:
+        with open(address.with_suffix(".log"), "ab") as log:
+            # a session of its own: the signals a stage's process group gets (Ctrl-C, SIGTERM) are not its
+            subprocess.Popen([sys.executable, "-m", "synthgap.tracking", "--daemon", str(address), str(ready_write)],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_store_env(),
+                             pass_fds=(ready_write,), start_new_session=True, cwd="/")
+        os.close(ready_write)
+        ready_write = -1
+        if not select.select([ready_read], [], [], timeout)[0] or os.read(ready_read, 1) != b"1":
+            raise OSError(f"the tracking daemon did not start (see {address.with_suffix('.log')})")
+    finally:
+        os.close(ready_read)
+        if ready_write >= 0:
+            os.close(ready_write)
+    sock = connect()
+    if sock is None:
+        raise OSError(f"the tracking daemon does not answer at {address}")
+    return sock
 
 
 _shared: StoreProcess | None = None
 
 
 def store_process() -> StoreProcess:
-    """This process's :class:`StoreProcess`, started on first use (again if it ended or broke)."""
+    """This process's connection to a store, made on first use (again if it ended or broke): the daemon's,
+    or a child of its own where the daemon cannot be used."""
     global _shared
     if _shared is None or not _shared.alive():
         if _shared is not None:
             _shared.close()
         else:
             atexit.register(lambda: _shared is not None and _shared.close())
-        _shared = StoreProcess()
+        try:
+            _shared = connect_daemon(daemon_address())
+        except OSError:
+            _shared = StoreProcess.child()
     return _shared
 
 
-def serve() -> None:
-    """The child of :class:`StoreProcess`: answer ``(method, args)`` requests on stdin with a :class:`Store`.
-    Anything printed goes to stderr (stdout carries the answers). MLflow is imported before the first request
-    arrives, while the stage loads its data."""
-    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _quiet_mlflow_logs()
-    import mlflow.entities  # noqa: F401
-    import mlflow.tracking  # noqa: F401
-
-    store = Store()
-    requests = sys.stdin.buffer
+def _answer(store: Store, requests, answers) -> None:
+    """Answer ``(method, args)`` requests with ``store`` until the requests end or the asker is gone."""
     while True:
         try:
             method, args = pickle.load(requests)
         except (EOFError, OSError, pickle.UnpicklingError):
-            break
+            return
         try:
             answer = ("ok", getattr(store, method)(*args))
         except Exception as err:  # noqa: BLE001 - every error goes back to the stage, which reports it
@@ -401,8 +504,90 @@ def serve() -> None:
             answers.write(data)
             answers.flush()
         except OSError:  # the stage is gone
-            break
+            return
+
+
+def serve() -> None:
+    """The child of :meth:`StoreProcess.child`: answer requests on stdin. Anything printed goes to stderr
+    (stdout carries the answers). MLflow is imported before the first request arrives."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _quiet_mlflow_logs()
+    import mlflow.entities  # noqa: F401
+    import mlflow.tracking  # noqa: F401
+
+    _answer(Store(), sys.stdin.buffer, answers)
     os._exit(0)  # no teardown of MLflow and SQLAlchemy: nothing is left to write
+
+
+def serve_daemon(address: Path, ready_fd: int, idle_s: float = DAEMON_IDLE_S) -> None:
+    """The tracking daemon: listen at ``address``, tell the starter on ``ready_fd``, answer each connection
+    in a thread with a :class:`Store` of its own, and exit once no stage has been connected for ``idle_s``.
+    On exit the socket file goes first, so new stages start a new daemon, and connections already queued are
+    still answered."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _quiet_mlflow_logs()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(address))
+    inode = address.stat().st_ino
+    listener.listen(64)
+    listener.settimeout(1.0)
+    os.write(ready_fd, b"1")
+    os.close(ready_fd)
+
+    import threading
+
+    lock, threads = threading.Lock(), []
+    state = {"active": 0, "idle_since": time.monotonic()}
+
+    def handle(conn: socket.socket) -> None:
+        try:
+            with conn, conn.makefile("rb") as requests, conn.makefile("wb") as answers:
+                _answer(Store(), requests, answers)
+        finally:
+            with lock:
+                state["active"] -= 1
+                state["idle_since"] = time.monotonic()
+
+    def start(conn: socket.socket) -> None:
+        conn.setblocking(True)
+        with lock:
+            state["active"] += 1
+        thread = threading.Thread(target=handle, args=(conn,), daemon=True)
+        thread.start()
+        threads[:] = [t for t in threads if t.is_alive()] + [thread]
+
+    import mlflow.entities  # noqa: F401 - while the first stage loads its data
+    import mlflow.tracking  # noqa: F401
+
+    while True:
+        try:
+            start(listener.accept()[0])
+            continue
+        except TimeoutError:
+            pass
+        with lock:
+            done = state["active"] == 0 and time.monotonic() - state["idle_since"] > idle_s
+        if done:
+            break
+    try:
+        if address.stat().st_ino == inode:  # still ours
+            address.unlink()
+    except FileNotFoundError:
+        pass
+    time.sleep(0.2)  # a connect that found the file just before it went is queued by now
+    listener.setblocking(False)
+    while True:
+        try:
+            start(listener.accept()[0])
+        except (BlockingIOError, TimeoutError):
+            break
+    listener.close()
+    for thread in threads:
+        thread.join()
+    os._exit(0)
 
 
 class _Run:
@@ -460,13 +645,20 @@ class _Run:
         if self.store is None:
             return
         with tracking_fault(self.uri):
-            self.store.call("log_artifact", self.run_id, str(staging.current(Path(path))), artifact_path)
+            self.store.call("log_artifact", self.run_id, str(staging.current(Path(path)).resolve()), artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.store is None:
             return
         with tracking_fault(self.uri):
             self.store.call("set_tags", self.run_id, {key: _as_param(value) for key, value in tags.items()})
+
+    def finished_children(self, experiment: str, parent_run_id: str) -> list[dict[str, dict]]:
+        """Params and metrics of the FINISHED child runs of another stage's run (its grid points)."""
+        if self.store is None:
+            return []
+        with tracking_fault(self.uri):
+            return self.store.call("finished_children", self.uri, experiment, parent_run_id)
 
 
 class StageRun(_Run):
@@ -478,7 +670,7 @@ class StageRun(_Run):
         self.params = params
         self.stage = params.stage
         self.experiment = experiment
-        self.root = root or repo_root()
+        self.root = (root or repo_root()).resolve()
         self.metrics_path = (metrics_dir or workspace_root() / "reports" / "metrics") / f"{self.stage}.json"
         self.uri = resolve_tracking_uri(params.tracking.uri, self.root)
 
@@ -585,4 +777,7 @@ def close_orphans(client, experiment_id: str, stage: str) -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    if sys.argv[1:2] == ["--daemon"]:
+        serve_daemon(Path(sys.argv[2]), int(sys.argv[3]))
+    else:
+        serve()
