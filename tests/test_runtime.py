@@ -35,3 +35,17 @@ def test_the_environment_variable_wins_and_is_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTHGAP_THREADS", "two")
     with pytest.raises(UserError, match="SYNTHGAP_THREADS='two' is not a positive integer"):
         share_cores(tmp_path, tmp_path)
+
+
+def test_a_process_without_torch_yet_gets_the_threads_when_torch_loads(tmp_path):
+    """A report stage never loads torch (1.5 s per stage); one that does later still gets the shared cores."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from synthgap.runtime import share_cores; "
+            f"p = Path({str(tmp_path)!r}); n = share_cores(p, p); loaded = 'torch' in sys.modules; "
+            "import torch; print(n, loaded, torch.get_num_threads())")
+    env = {**os.environ, "SYNTHGAP_THREADS": "1", "OMP_NUM_THREADS": str(CORES + 1)}  # ours wins over a stale one
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "False", "1"]

@@ -13,9 +13,12 @@ Without a launcher (no ``WORLD_SIZE`` > 1) everything here is a no-op: rank 0 of
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -32,16 +35,24 @@ class Dist:
         return t[self.rank :: self.world] if self.world > 1 else t
 
 
+def _group():
+    """``torch.distributed`` when this process is in a process group, else None. Torch itself is not loaded
+    for the question: where it is not loaded yet there is no group (a report stage never loads it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed
+    return None
+
+
 def current() -> Dist:
     """This process's place in the process group; rank 0 of 1 before (or without) one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
-    return Dist()
+    group = _group()
+    return Dist(group.get_rank(), group.get_world_size()) if group is not None else Dist()
 
 
 def is_main() -> bool:
     """False on every process but rank 0 of a launched job (also before the process group exists)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _group() is not None:
         return current().main
     return int(os.environ.get("RANK", 0)) == 0
 
@@ -49,6 +60,8 @@ def is_main() -> bool:
 def setup(device: torch.device) -> Dist:
     """Join the process group a launcher describes (``WORLD_SIZE`` > 1): NCCL on CUDA (one GPU per
     ``LOCAL_RANK``), gloo on CPU. Returns this process's place."""
+    import torch
+
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not torch.distributed.is_initialized():
         if device.type == "cuda":
@@ -59,6 +72,8 @@ def setup(device: torch.device) -> Dist:
 
 def local_device(device: torch.device) -> torch.device:
     """The CUDA device of this process (``LOCAL_RANK``) when launched on several GPUs."""
+    import torch
+
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
@@ -66,6 +81,8 @@ def local_device(device: torch.device) -> torch.device:
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DDP around ``model`` in a process group (SyncBatchNorm on CUDA), the model itself otherwise."""
+    import torch
+
     dist = current()
     if dist.world == 1:
         return model
@@ -76,12 +93,16 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 def barrier() -> None:
     """Wait for every process (e.g. until rank 0 has written what the others read next)."""
+    import torch
+
     if current().world > 1:
         torch.distributed.barrier()
 
 
 def sync_buffers(model: torch.nn.Module) -> None:
     """Give every process rank 0's buffers (BatchNorm running statistics drift apart per process)."""
+    import torch
+
     if current().world > 1:
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer, src=0)
@@ -89,6 +110,8 @@ def sync_buffers(model: torch.nn.Module) -> None:
 
 def all_sum(t: torch.Tensor, op: str = "SUM") -> torch.Tensor:
     """Reduce over processes (``op``: SUM for logging totals, MAX, ...); identity in one process."""
+    import torch
+
     if current().world > 1:
         t = t.clone()
         torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op))
@@ -97,6 +120,8 @@ def all_sum(t: torch.Tensor, op: str = "SUM") -> torch.Tensor:
 
 def gather_shards(local: torch.Tensor, total: int) -> torch.Tensor:
     """Reassemble ``rank::world`` shards of ``total`` items into the original order on every process."""
+    import torch
+
     dist = current()
     if dist.world == 1:
         return local
@@ -108,6 +133,8 @@ def gather_shards(local: torch.Tensor, total: int) -> torch.Tensor:
 
 def gather_variable(local: torch.Tensor) -> list[torch.Tensor]:
     """Every process's ``local`` tensor (lengths may differ), in rank order, on every process."""
+    import torch
+
     dist = current()
     if dist.world == 1:
         return [local]

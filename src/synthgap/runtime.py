@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from synthgap.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,6 +25,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _resolve(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -49,6 +54,11 @@ def share_cores(workspace: Path, root: Path) -> int:
         threads = max(1, cores // max(1, len(running)))
     else:
         threads = cores
-    if threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
+    if "torch" in sys.modules:
+        import torch
+
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+    else:  # torch reads it when it loads; a stage that never needs torch (a report) does not pay 1.5 s for it
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     return threads
