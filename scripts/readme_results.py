@@ -86,7 +86,9 @@ def runtime(root: Path) -> str:
             f"commit {r['commit'][:8]}: **{r['total_s']:.0f} s** for all {r['stages']} stages "
             f"({'within' if r['within_budget'] else '**over**'} the budget of {r['budget_s']:.0f} s; "
             f"{r['stage_seconds_sum']:.0f} s inside the stages' MLflow runs, the rest is process start-up and DVC). "
-            f"Slowest stages: {slowest}; all of them in `benchmarks/results/repro-cpu.json`.\n")
+            f"Slowest stages: {slowest}; all of them in `benchmarks/results/repro-cpu.json`."
+            + (f" Speed probe (a fixed classifier workload, before / after): {probe[0]:.2f} s / {probe[1]:.2f} s."
+               if (probe := r.get("speed_probe_s")) else "") + "\n")
 
 
 def stacked(root: Path) -> str:
