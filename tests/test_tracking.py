@@ -224,11 +224,14 @@ def test_the_daemon_key_and_its_private_folder(tmp_path, monkeypatch):
     from synthgap.tracking import daemon_address, store_process
 
     monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    for name in ("MLFLOW_TRACKING_USERNAME", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     plain = daemon_address()
     assert plain.parent == tmp_path / f"synthgap-{os.getuid()}" and plain.parent.stat().st_mode & 0o777 == 0o700
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "someone")
-    assert daemon_address() != plain  # other credentials: another daemon
+    other_user = daemon_address()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert len({plain, other_user, daemon_address()}) == 3  # other credentials or routes: another daemon
     plain.parent.chmod(0o755)  # others could connect and send pickles: not used
     with pytest.raises(OSError, match="not a folder private"):
         daemon_address()

@@ -402,18 +402,20 @@ def _store_env() -> dict[str, str]:
 
 DAEMON_IDLE_S = 30.0  # the daemon exits when no stage has been connected for this long
 _DAEMON_MODULES = ("tracking.py", "staging.py", "paths.py", "errors.py")  # what the daemon runs of synthgap
+_DAEMON_ENV = ("MLFLOW_", "DATABRICKS_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+               "no_proxy", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "AWS_", "GOOGLE_", "AZURE_")  # how MLflow reaches a store
 
 
 def daemon_address() -> Path:
     """The daemon's socket: ``<tmp>/synthgap-<uid>/tracking-<key>.sock`` in a folder only this user can
-    enter. The key covers the Python, the code the daemon runs and the ``MLFLOW_*`` environment, so a stage
-    never talks to a daemon started from other code or with other credentials. Raises OSError where the
-    folder is not private."""
+    enter. The key covers the Python, the code the daemon runs and the environment MLflow reads (``MLFLOW_*``,
+    proxies, certificates, cloud credentials), so a stage never talks to a daemon started from other code or
+    with other credentials. Raises OSError where the folder is not private."""
     key = hashlib.sha256(f"{sys.executable}\0{sys.prefix}".encode())
     here = Path(__file__).resolve().parent
     for name in _DAEMON_MODULES:
         key.update((here / name).read_bytes())
-    for name in sorted(k for k in os.environ if k.startswith("MLFLOW_")):
+    for name in sorted(k for k in os.environ if k.startswith(_DAEMON_ENV)):
         key.update(f"\0{name}={os.environ[name]}".encode())
     folder = Path(tempfile.gettempdir()) / f"synthgap-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
