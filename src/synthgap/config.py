@@ -548,6 +548,12 @@ class PrivacyConfig(Section):
     shadows: StrictInt = Field(10, ge=2, le=256, description="LiRA shadow experiments (code: 10, keep 0.5).")
     fpr: tuple[Float, ...] = Field((0.001, 0.00001), min_length=1, description="Report TPR at these FPRs.")
     finetune_steps: StrictInt | None = Field(None, ge=1, description="LoRA steps per shadow; null: finetune.steps.")
+    private_size: StrictInt | None = Field(
+        None, ge=4, description="Train images that form the private set (class-proportional, drawn with `seed`); "
+        "null: the whole train split (the paper).")
+    overfit_epochs: StrictInt | None = Field(
+        None, ge=1, description="A third arm, private_overfit: the private classifier without augmentation for this "
+        "many epochs (a target that leaks, to show the attack works); null: none.")
     sscd_weights: StrictStr | None = Field(
         None, description="SSCD TorchScript file for copy detection; null: reference-classifier features.")
 

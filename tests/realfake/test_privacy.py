@@ -153,3 +153,22 @@ def test_lira_scores_are_per_image_gaussian_likelihood_ratios():
     sd_out = np.std([8, 10, -2, 0, 4.5, 5.5]) + 1e-6
     fixed = stats.norm.logpdf(target, [11, 1, 6], sd_in) - stats.norm.logpdf(target, [9, -1, 5], sd_out)
     np.testing.assert_allclose(out["fixed_variance"], fixed, rtol=1e-9)
+
+
+def test_auc_interval_resamples_images_with_all_their_blocks():
+    from synthgap.realfake.privacy import auc, auc_interval
+
+    rng = np.random.default_rng(0)
+    members = np.tile(rng.random(200) < 0.5, 4)  # 4 targets x 200 images, pooled as leave_one_out pools them
+    separated = np.where(members, 1.0, 0.0) + 0.01 * rng.random(800)
+    assert auc_interval(separated, members, 200) == (1.0, 1.0)  # every resample is perfectly separated
+    noise = rng.normal(size=800)
+    low, high = auc_interval(noise, members, 200)
+    assert low < auc(noise, members) < high and low < 0.5 < high and high - low < 0.15
+    leaky = noise + 0.8 * members
+    low, high = auc_interval(leaky, members, 200)
+    assert 0.5 < low < auc(leaky, members) < high
+    # one image's blocks move together: four copies of the same 200 scores are no more certain than one
+    one = auc_interval(noise[:200], members[:200], 200)
+    copies = auc_interval(np.tile(noise[:200], 4), np.tile(members[:200], 4), 200)
+    assert np.allclose(one, copies)

@@ -23,7 +23,7 @@ REALFAKE = """realfake:
   classifier:
     model: {arch: resnet20, width: 4}
     train: {epochs: 1, batch_size: 128, milestones: [], crop_padding: 1, flip: false}
-  privacy: {shadows: 2, fpr: [0.01], finetune_steps: 4}
+  privacy: {shadows: 2, fpr: [0.01], finetune_steps: 4, private_size: 40, overfit_epochs: 3}
   ood: [{name: digits_shifted, format: digits_shifted, path: null}, {name: digits_fonts, format: digits_fonts, path: null}]
 """
 STAGES = ("prepare_data", "train_reference", "pretrain_base_model", "finetune_lora", "synthesize_realfake",
@@ -41,6 +41,8 @@ def realfake(tmp_path_factory):
 
 
 def test_stages_write_tables_privacy_reports_and_adapters(realfake):
+    import numpy as np
+
     reports = realfake / "reports" / "realfake"
     with open(reports / "table1.csv") as fh:
         table1 = list(csv.DictReader(fh))
@@ -68,13 +70,15 @@ def test_stages_write_tables_privacy_reports_and_adapters(realfake):
         assert [r["synthetic_x"] for r in csv.DictReader(fh)] == ["1", "2", "1"]
     privacy = json.loads((reports / "attack_membership.json").read_text())
     assert {(r["training_data"], r["attack"]) for r in privacy["rows"]} == {
-        (arm, attack) for arm in ("private", "synthetic") for attack in ("online", "offline", "fixed_variance")}
+        (arm, attack) for arm in ("private", "synthetic", "private_overfit") for attack in ("online", "offline", "fixed_variance")}
+    assert privacy["private_images"] == 40 == len(set(privacy["private_index"]))  # a subset of the train split
+    with np.load(realfake / "reports" / "realfake" / "attack_membership_phi.npz") as phi:
+        assert phi["keep"].shape == phi["phi_private_overfit"].shape == (2, 40)
     assert (reports / "attack_membership.png").is_file() and (reports / "detect_copies.png").is_file()
     adapter = realfake / "models" / "finetune_lora" / "full" / "adapter.pt"
     assert adapter.is_file() and not (realfake / "models" / "finetune_lora" / "base").exists()
     assert (adapter.parent / "pytorch_lora_weights.safetensors").is_file()  # for diffusers' load_lora_weights
     assert not list((realfake / ".synthgap" / "state").glob("finetune_lora-*"))  # kept only until the stage succeeds
-    import numpy as np
 
     with np.load(realfake / "data" / "synthetic" / "synthesize_realfake" / "full_img2img.npz") as pool:
         # 2 trials x 2 copies (the largest scale), each trial with its own seeds
@@ -185,3 +189,14 @@ def test_every_variant_and_mode_starts_each_image_from_the_same_seed(tmp_path, m
         assert len({tuple(s) for s in paired.values()}) == 1, t  # one seed list for all sets in trial t
         assert len(set(paired["base img2img"])) == n
     assert asked["base img2img"][:n] != asked["base img2img"][n:]  # each trial its own seeds
+
+
+def test_the_overfit_arm_trains_without_augmentation_for_its_epochs():
+    from stages.attack_membership import overfit_recipe
+    from synthgap.config import TrainConfig
+
+    base = TrainConfig(epochs=8, milestones=(4, 6), crop_padding=1, flip=True, cutout=4, erasing=True)
+    recipe = overfit_recipe(base, 60)
+    assert (recipe.epochs, tuple(recipe.milestones)) == (60, (30, 45))  # the lr drops at the same fractions
+    assert (recipe.crop_padding, recipe.flip, recipe.cutout, recipe.erasing) == (0, False, 0, False)
+    assert (recipe.lr, recipe.batch_size, recipe.weight_decay) == (base.lr, base.batch_size, base.weight_decay)

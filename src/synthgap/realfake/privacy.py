@@ -127,6 +127,23 @@ def auc(scores: np.ndarray, members: np.ndarray) -> float:
     return float(u / (n_in * n_out))
 
 
+def auc_interval(scores: np.ndarray, members: np.ndarray, n_images: int, resamples: int = 1000,
+                 seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of :func:`auc` for scores pooled as blocks of ``n_images`` (one block per
+    target, as :func:`leave_one_out` pools them): images are resampled with replacement, each with all of its
+    blocks' scores, since one image's scores across targets are not independent."""
+    scores, members = np.asarray(scores, dtype=float), np.asarray(members, dtype=bool)
+    blocks = len(scores) // n_images
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, n_images, n_images)
+        index = (np.arange(blocks)[:, None] * n_images + pick[None, :]).ravel()
+        values.append(auc(scores[index], members[index]))
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def nearest_real(synthetic: torch.Tensor, real: torch.Tensor, top: int = 5, batch_size: int = 1024):
     """For each synthetic feature, the ``top`` most similar real features: (similarities, indices), both
     (N_syn, top), by cosine similarity of L2-normalised features."""
