@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+# Before torch loads OpenMP, which reads it once: idle OpenMP threads sleep instead of spinning. Two xdist
+# workers and the stage processes some tests start share two cores; spinning threads take the cores from
+# busy ones (tests/stages/test_chains.py with test_realfake.py, -n 2: 89-131 s spinning, 77-84 s with
+# OMP_WAIT_POLICY=PASSIVE in the environment, 94-102 s set here; this host varies by a quarter).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from synthgap.config import TrainConfig
 
