@@ -8,7 +8,8 @@ from pathlib import Path
 # Before torch loads OpenMP, which reads it once: idle OpenMP threads sleep instead of spinning. Two xdist
 # workers and the stage processes some tests start share two cores; spinning threads take the cores from
 # busy ones (tests/stages/test_chains.py with test_realfake.py, -n 2: 89-131 s spinning, 77-84 s with
-# OMP_WAIT_POLICY=PASSIVE in the environment, 94-102 s set here; this host varies by a quarter).
+# OMP_WAIT_POLICY=PASSIVE in the environment, 94-102 s set here; the clean-clone suite 610 s -> 325 s). Not for
+# the pipeline: a stage alone with all cores is twice as slow with it (augment@100: 21-23 s -> 40-46 s).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
