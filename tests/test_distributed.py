@@ -158,7 +158,6 @@ def test_only_rank_zero_writes(runs):
     assert not list(tmp.glob(".written_by_1.txt.*"))  # no temporary file left behind either
 
 
-@pytest.mark.slow  # 55 s inside the default suite (two gloo processes of a whole stage); the loops' equality stays
 def test_a_stage_under_torchrun_logs_one_run_and_writes_its_outputs_once(tmp_path):
     """`torchrun --nproc_per_node 2 -m stages.train_reference` (gloo on the CPU), as the README says to run
     any stage on several devices: one MLflow run, finished, whose id the one metrics file holds; the
