@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -53,15 +52,14 @@ def speed_probe() -> float:
     shape and recipe, as the grid stages train it)."""
     import numpy as np
 
-    from synthgap.config import TrainConfig
+    from synthgap.config import ModelConfig, TrainConfig
     from synthgap.models.classifier import build_classifier, spec_for_data
     from synthgap.train.classifier import train_classifiers
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(1024, 8, 8, 1), dtype=np.uint8)
     x, y = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(rng.integers(0, 10, 1024))
-    spec = spec_for_data(SimpleNamespace(arch="resnet20", width=8, vit_image_size=224, shortcut="B",
-                                         init="kaiming_fan_out"), images, 10, "probe")
+    spec = spec_for_data(ModelConfig(arch="resnet20", width=8), images, 10, "probe")
     cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, schedule="constant", milestones=(), precision="fp32", stack=16)
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     times = []

@@ -141,10 +141,10 @@ def privacy(root: Path) -> str:
         return f"{row['attack'].replace('_', ' ')} {row['auc']:.3f} [{low:.3f}, {high:.3f}]" + (" **above 0.5**" if low > 0.5 else "")
 
     arms = dict.fromkeys(r["training_data"] for r in attack["rows"])
-    online = [f"`{arm}`: " + ", ".join(reading(r) for r in attack["rows"] if r["training_data"] == arm) for arm in arms]
+    per_arm = [f"`{arm}`: " + ", ".join(reading(r) for r in attack["rows"] if r["training_data"] == arm) for arm in arms]
     return (table_file(root / "reports" / "realfake" / "attack_membership.md")
             + "\nLiRA AUC with 95 % intervals (private images resampled; an interval above 0.5 is leakage the attack "
-            "detects): " + "; ".join(online) + ".\n"
+            "detects): " + "; ".join(per_arm) + ".\n"
             + f"\nCopy detection ({copies['features']} features): the median nearest-training-image similarity is "
             f"{copies['synthetic_top1_sim_q0.5']:.3f} for synthetic images and {copies['test_top1_sim_q0.5']:.3f} for held-out "
             f"real test images; {100 * copies['synthetic_above_test_max']:.1f} % of synthetic images are closer to a training "

@@ -18,6 +18,7 @@ import copy
 import numpy as np
 import torch
 
+from synthgap.config import TrainConfig
 from synthgap.data import load_processed
 from synthgap.data.splits import proportional_subset
 from synthgap.errors import run_main
@@ -113,8 +114,9 @@ def overfit_recipe(train, epochs: int):
     """The classifier recipe of the private_overfit arm: no augmentation, ``epochs`` epochs, the lr milestones
     at the same fractions of the run."""
     scale = epochs / train.epochs
-    return train.model_copy(update={"epochs": epochs, "crop_padding": 0, "flip": False, "cutout": 0, "erasing": False,
-                                    "milestones": tuple(max(1, round(m * scale)) for m in train.milestones)})
+    return TrainConfig.model_validate(train.model_dump() | {  # validated, as EquivalenceConfig.train_recipe
+        "epochs": epochs, "crop_padding": 0, "flip": False, "cutout": 0, "erasing": False,
+        "milestones": [max(1, round(m * scale)) for m in train.milestones]})
 
 
 if __name__ == "__main__":

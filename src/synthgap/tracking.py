@@ -109,18 +109,24 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 @contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """An exclusive lock next to a local SQLite database (no-op for servers)."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    lock_path = Path(uri[len("sqlite:///") :]).with_suffix(".db.lock")
-    with open(lock_path, "a") as handle:
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing), between processes and threads alike."""
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock next to a local SQLite database (no-op for servers)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with _file_lock(Path(uri[len("sqlite:///") :]).with_suffix(".db.lock")):
+        yield
 
 
 def _quiet_mlflow_logs() -> None:
@@ -439,8 +445,7 @@ def connect_daemon(address: Path, timeout: float = 60.0) -> StoreProcess:
 
     sock = connect()
     if sock is None:
-        with open(address.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _file_lock(address.with_suffix(".lock")):
             sock = connect() or _start_daemon(address, timeout, connect)
     return StoreProcess(sock.makefile("rb"), sock.makefile("wb"), sock=sock)
 
