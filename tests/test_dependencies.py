@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synthgap.staging import split_command
 from tests.conftest import REPO
 
 PACKAGES = {"synthgap": REPO / "src" / "synthgap", "stages": REPO / "stages"}
@@ -74,7 +75,8 @@ def test_the_closure_follows_lazy_and_package_imports(tmp_path):
 @pytest.mark.parametrize("stage", sorted(stage_definitions()))
 def test_dvc_deps_cover_every_module_the_stage_imports(stage):
     spec = stage_definitions()[stage]
-    module = spec["cmd"].split()[2]  # python -m stages.<name> [item]
+    module = split_command(spec["cmd"])[0]  # python -m stages <name> [item]
+    assert module == f"stages.{stage}"
     deps = [str(d).rstrip("/") for d in spec.get("deps", [])]
     missing = sorted(
         rel for rel in (p.relative_to(REPO).as_posix() for p in import_closure(module))
@@ -96,7 +98,7 @@ def test_python_bytecode_is_no_dependency():
 # ------------------------------------------------------------------------------------- paths declared once
 def command_paths(spec: dict) -> dict[str, str]:
     """The ``--name path`` options of a stage's cmd, unresolved (``${item}`` as written)."""
-    tokens = spec["cmd"].split()[3:]
+    tokens = split_command(spec["cmd"])[1]
     return {t[2:]: tokens[i + 1] for i, t in enumerate(tokens) if t.startswith("--")}
 
 
@@ -148,12 +150,12 @@ def test_stage_scripts_name_no_data_model_or_report_path():
 
 
 def test_a_stage_run_by_hand_takes_its_paths_from_dvc_yaml(tmp_path):
-    """``python -m stages.augment 100`` without options gets the cmd's paths with ``${item}`` and
+    """``python -m stages augment 100`` without options gets the cmd's paths with ``${item}`` and
     ``${<params key>}`` filled in as DVC fills them."""
     from synthgap.staging import declared_command
 
     (tmp_path / "dvc.yaml").write_text(
-        "stages:\n  s:\n    foreach: [7]\n    do:\n      cmd: python -m stages.s ${item} --pool p/${item}.npz\n"
+        "stages:\n  s:\n    foreach: [7]\n    do:\n      cmd: python -m stages s ${item} --pool p/${item}.npz\n"
         "        --edm q/${a.b}.npz\n")
     (tmp_path / "params.yaml").write_text("a: {b: 400}\n")
     assert declared_command(tmp_path, "s@7") == ["7", "--pool", "p/7.npz", "--edm", "q/400.npz"]

@@ -227,17 +227,28 @@ def is_declared(key: str, declared: tuple[str, ...]) -> bool:
     return any(key == d or key.startswith(d + ".") for d in declared)
 
 
-def declared_command(workspace: Path, stage: str) -> list[str]:
-    """The arguments ``dvc.yaml``'s ``cmd`` passes to ``stage`` (``name`` or ``name@item``), after
-    ``python -m stages.<name>``, with ``${item}`` and ``${<params.yaml key>}`` filled in as DVC fills them;
-    empty without a ``dvc.yaml`` or an entry for the stage."""
+def split_command(cmd: str) -> tuple[str, list[str]]:
+    """A stage's command ``python -m stages <name> [args]`` (or ``python -m stages.<name> [args]``) as the
+    module it runs, ``stages.<name>``, and its arguments; ``("", [])`` for any other command."""
     import shlex
 
+    tokens = shlex.split(cmd)
+    if len(tokens) < 3 or tokens[1] != "-m":
+        return "", []
+    if tokens[2] == "stages":
+        return (f"stages.{tokens[3]}", tokens[4:]) if len(tokens) > 3 else ("", [])
+    return tokens[2], tokens[3:]
+
+
+def declared_command(workspace: Path, stage: str) -> list[str]:
+    """The arguments ``dvc.yaml``'s ``cmd`` passes to ``stage`` (``name`` or ``name@item``), after
+    ``python -m stages <name>``, with ``${item}`` and ``${<params.yaml key>}`` filled in as DVC fills them;
+    empty without a ``dvc.yaml`` or an entry for the stage."""
     files = _dvc_files(workspace, "params.yaml")
     if files is None:
         return []
     stages, params = files
-    return shlex.split(_fill(str(_stage_spec(stages, stage).get("cmd") or ""), stage, params))[3:]
+    return split_command(_fill(str(_stage_spec(stages, stage).get("cmd") or ""), stage, params))[1]
 
 
 def declared_outputs(workspace: Path, stage: str) -> dict[Path, tuple[int, int]]:

@@ -36,7 +36,6 @@ Nothing below the stage scripts talks to MLflow.
 from __future__ import annotations
 
 import atexit
-import fcntl
 import hashlib
 import logging
 import os
@@ -44,10 +43,8 @@ import pickle
 import select
 import signal
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -57,7 +54,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from synthgap import staging
+from synthgap import servers, staging
 from synthgap.errors import UserError
 from synthgap.paths import atomic_write_json, repo_root, workspace_root
 
@@ -109,23 +106,12 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if missing), between processes and threads alike."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock next to a local SQLite database (no-op for servers)."""
     if not uri.startswith("sqlite:///"):
         yield
         return
-    with _file_lock(Path(uri[len("sqlite:///") :]).with_suffix(".db.lock")):
+    with servers.file_lock(Path(uri[len("sqlite:///") :]).with_suffix(".db.lock")):
         yield
 
 
@@ -407,70 +393,31 @@ def _store_env() -> dict[str, str]:
 
 
 DAEMON_IDLE_S = 30.0  # the daemon exits when no stage has been connected for this long
-_DAEMON_MODULES = ("tracking.py", "staging.py", "paths.py", "errors.py")  # what the daemon runs of synthgap
+_DAEMON_MODULES = ("tracking.py", "servers.py", "staging.py", "paths.py", "errors.py")  # what the daemon runs of synthgap
 _DAEMON_ENV = ("MLFLOW_", "DATABRICKS_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
                "no_proxy", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "AWS_", "GOOGLE_", "AZURE_")  # how MLflow reaches a store
 
 
 def daemon_address() -> Path:
-    """The daemon's socket: ``<tmp>/synthgap-<uid>/tracking-<key>.sock`` in a folder only this user can
-    enter. The key covers the Python, the code the daemon runs and the environment MLflow reads (``MLFLOW_*``,
-    proxies, certificates, cloud credentials), so a stage never talks to a daemon started from other code or
-    with other credentials. Raises OSError where the folder is not private."""
+    """The daemon's socket (:func:`synthgap.servers.server_address`). The key covers the Python, the code the
+    daemon runs and the environment MLflow reads (``MLFLOW_*``, proxies, certificates, cloud credentials), so a
+    stage never talks to a daemon started from other code or with other credentials. Raises OSError where the
+    socket folder is not private."""
     key = hashlib.sha256(f"{sys.executable}\0{sys.prefix}".encode())
     here = Path(__file__).resolve().parent
     for name in _DAEMON_MODULES:
         key.update((here / name).read_bytes())
     for name in sorted(k for k in os.environ if k.startswith(_DAEMON_ENV)):
         key.update(f"\0{name}={os.environ[name]}".encode())
-    folder = Path(tempfile.gettempdir()) / f"synthgap-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    info = folder.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise OSError(f"{folder} is not a folder private to this user")
-    return folder / f"tracking-{key.hexdigest()[:16]}.sock"
+    return servers.server_address("tracking", key)
 
 
 def connect_daemon(address: Path, timeout: float = 60.0) -> StoreProcess:
-    """A connection to the daemon at ``address``, started first if none answers there (under a file lock,
-    so stages starting together start one). Raises OSError if it cannot be reached or started."""
-    def connect() -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(address))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):  # none yet, or a dead one's socket file
-            sock.close()
-            return None
-
-    sock = connect()
-    if sock is None:
-        with _file_lock(address.with_suffix(".lock")):
-            sock = connect() or _start_daemon(address, timeout, connect)
+    """A connection to the daemon at ``address``, started first if none answers there. Raises OSError if it
+    cannot be reached or started."""
+    sock = servers.connect_or_start(address, [sys.executable, "-m", "synthgap.tracking", "--daemon"], _store_env(),
+                                    "the tracking daemon", timeout)
     return StoreProcess(sock.makefile("rb"), sock.makefile("wb"), sock=sock)
-
-
-def _start_daemon(address: Path, timeout: float, connect) -> socket.socket:
-    address.unlink(missing_ok=True)
-    ready_read, ready_write = os.pipe()
-    try:
-        with open(address.with_suffix(".log"), "ab") as log:
-            # a session of its own: the signals a stage's process group gets (Ctrl-C, SIGTERM) are not its
-            subprocess.Popen([sys.executable, "-m", "synthgap.tracking", "--daemon", str(address), str(ready_write)],
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_store_env(),
-                             pass_fds=(ready_write,), start_new_session=True, cwd="/")
-        os.close(ready_write)
-        ready_write = -1
-        if not select.select([ready_read], [], [], timeout)[0] or os.read(ready_read, 1) != b"1":
-            raise OSError(f"the tracking daemon did not start (see {address.with_suffix('.log')})")
-    finally:
-        os.close(ready_read)
-        if ready_write >= 0:
-            os.close(ready_write)
-    sock = connect()
-    if sock is None:
-        raise OSError(f"the tracking daemon does not answer at {address}")
-    return sock
 
 
 _shared: StoreProcess | None = None
@@ -531,18 +478,12 @@ def serve() -> None:
 
 def serve_daemon(address: Path, ready_fd: int, idle_s: float = DAEMON_IDLE_S) -> None:
     """The tracking daemon: listen at ``address``, tell the starter on ``ready_fd``, answer each connection
-    in a thread with a :class:`Store` of its own, and exit once no stage has been connected for ``idle_s``.
-    On exit the socket file goes first, so new stages start a new daemon, and connections already queued are
-    still answered."""
+    in a thread with a :class:`Store` of its own, and exit once no stage has been connected for ``idle_s``
+    (connections already queued are still answered)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _quiet_mlflow_logs()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(address))
-    inode = address.stat().st_ino
-    listener.listen(64)
-    listener.settimeout(1.0)
-    os.write(ready_fd, b"1")
-    os.close(ready_fd)
+    listener = servers.Listener(address)
+    listener.ready(ready_fd)
 
     import threading
 
@@ -559,7 +500,6 @@ def serve_daemon(address: Path, ready_fd: int, idle_s: float = DAEMON_IDLE_S) ->
                 state["idle_since"] = time.monotonic()
 
     def start(conn: socket.socket) -> None:
-        conn.setblocking(True)
         with lock:
             state["active"] += 1
         thread = threading.Thread(target=handle, args=(conn,), daemon=True)
@@ -570,28 +510,14 @@ def serve_daemon(address: Path, ready_fd: int, idle_s: float = DAEMON_IDLE_S) ->
     import mlflow.tracking  # noqa: F401
 
     while True:
-        try:
-            start(listener.accept()[0])
+        conn = listener.accept(timeout=1.0)
+        if conn is not None:
+            start(conn)
             continue
-        except TimeoutError:
-            pass
         with lock:
-            done = state["active"] == 0 and time.monotonic() - state["idle_since"] > idle_s
-        if done:
-            break
-    try:
-        if address.stat().st_ino == inode:  # still ours
-            address.unlink()
-    except FileNotFoundError:
-        pass
-    time.sleep(0.2)  # a connect that found the file just before it went is queued by now
-    listener.setblocking(False)
-    while True:
-        try:
-            start(listener.accept()[0])
-        except (BlockingIOError, TimeoutError):
-            break
-    listener.close()
+            if state["active"] == 0 and time.monotonic() - state["idle_since"] > idle_s:
+                break
+    listener.close(start)
     for thread in threads:
         thread.join()
     os._exit(0)
