@@ -25,7 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 # Two workers with two threads each on two cores ran the suite about twice as slowly.
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _THREADS = max(1, min(2, _CORES) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-os.environ.setdefault("SYNTHGAP_THREADS", str(_THREADS))
+if "_SYNTHGAP_TEST_THREADS" in os.environ and os.environ["_SYNTHGAP_TEST_THREADS"] == os.environ.get("SYNTHGAP_THREADS"):
+    # set by this file in the xdist controller, which does not know the worker count: each worker sets its own
+    for name in ("SYNTHGAP_THREADS", "OMP_NUM_THREADS", "_SYNTHGAP_TEST_THREADS"):
+        if os.environ.get(name) == os.environ["_SYNTHGAP_TEST_THREADS"] or name == "_SYNTHGAP_TEST_THREADS":
+            os.environ.pop(name)
+if "SYNTHGAP_THREADS" not in os.environ:  # a value the user set is kept
+    os.environ["SYNTHGAP_THREADS"] = os.environ["_SYNTHGAP_TEST_THREADS"] = str(_THREADS)
 os.environ.setdefault("OMP_NUM_THREADS", os.environ["SYNTHGAP_THREADS"])
 torch.set_num_threads(int(os.environ["SYNTHGAP_THREADS"]))
 
