@@ -3,7 +3,7 @@ process of its own (``SYNTHGAP_LAUNCH=inline``, the same as ``python -m stages.<
 
     python -m benchmarks.launch [--repeats 5]
 
-Each run is a stage of the embedded pipeline given an option it does not have, so it imports everything it
+Each run is a stage of the embedded pipeline with its arguments from ``dvc.yaml`` and one option it does not have, so it imports everything it
 needs at the top of its script, and ends with one error line before any data is loaded: the fixed cost of a
 stage, without its work (what a stage imports inside its functions, diffusers in the Real-Fake stages, is not in
 it). Each mode's time per stage is the median over ``--repeats`` runs. The runs have an environment variable
@@ -24,16 +24,18 @@ import torch
 
 from benchmarks.common import report
 from benchmarks.repro import ROOT
+from synthgap.staging import declared_command
 
-STAGES = ("train_reference", "train_generator", "cas_final", "augment", "synthesize_realfake", "compare_generators")
+STAGES = ("train_reference", "train_generator@0", "cas_final", "augment@100", "synthesize_realfake", "compare_generators")
 
 
 def start_up(stage: str, mode: str, nonce: str) -> float:
-    """Wall seconds of ``python -m stages <stage> --no-such-option x`` in ``mode`` (fork or inline)."""
+    """Wall seconds of ``python -m stages <stage> <dvc.yaml's arguments> --no-such-option x`` in ``mode`` (fork
+    or inline)."""
     env = {**os.environ, "SYNTHGAP_LAUNCH": mode, "SYNTHGAP_BENCHMARK_RUN": nonce}
+    args = [stage.split("@")[0], *declared_command(ROOT, stage), "--no-such-option", "x"]
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "stages", stage, "--no-such-option", "x"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "stages", *args], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if "--no-such-option" not in proc.stderr:
         sys.exit(f"benchmark: error: {stage} did not stop at its options:\n{proc.stderr[-2000:]}")

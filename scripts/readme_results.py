@@ -91,6 +91,30 @@ def runtime(root: Path) -> str:
                if (probe := r.get("speed_probe_s")) else "") + "\n")
 
 
+def verdicts(root: Path) -> str:
+    """The same pipeline on two CPUs: which verdicts moved, from benchmarks/results/verdicts-cpu.json."""
+    r = read(root / "benchmarks" / "results" / "verdicts-cpu.json")
+    moved = "; ".join(f"`{c['name']}` {c['other']['verdict']} -> {c['here']['verdict']}" for c in r["changes"])
+    return (f"`{r['command']}` ({r['date'][:10]}) compares the {r['comparisons']} comparisons of commit "
+            f"{r['other_commit'][:8]}'s `dvc repro` on {r['other_device']} with the same params and code run on "
+            f"{r['device']}: **{r['flips']} flips** between `better` and `worse`; the {len(r['headline'])} headline "
+            f"comparisons ({', '.join(f'`{n}`' for n in r['headline'])}) "
+            + ("kept their verdicts" if not r["headline_changed"] else
+               f"changed in {', '.join(f'`{n}`' for n in r['headline_changed'])}")
+            + f"; {r['changed']} others moved between a direction and no detectable difference (an interval near 0 "
+            f"on one of the two machines: {moved}).\n")
+
+
+def launch_benchmark(root: Path) -> str:
+    """A stage's start-up, forked from the launch server vs a process of its own: benchmarks/results/launch-cpu.json."""
+    r = read(root / "benchmarks" / "results" / "launch-cpu.json")
+    rows = "".join(f"| `{name}` | {v['inline_s']:.2f} s | {v['fork_s']:.2f} s |\n" for name, v in r["stages"].items())
+    return (f"`{r['command']}` on {r['device']}, {r['date'][:10]} (median of {r['repeats']} runs each; the "
+            f"server's own start, once per `dvc repro`: {r['cold_server_first_stage_s']:.1f} s for the first stage):\n\n"
+            "| stage | own process | forked |\n|---|---|---|\n" + rows
+            + f"| mean | {r['inline_mean_s']:.2f} s | {r['fork_mean_s']:.2f} s ({r['ratio']:.1f}x) |\n")
+
+
 def stacked(root: Path) -> str:
     r = read(root / "benchmarks" / "results" / "stacked-cpu.json")
     rows = [f"| {name} | {v['k']} | {v['images']} x {v['epochs']} epochs | {v['stacked_s']:.1f} s | {v['sequential_s']:.1f} s | "
@@ -187,6 +211,8 @@ def blocks(root: Path) -> dict[str, str]:
         "synthgap_table": table_file(root / "reports" / "synthgap" / "table.md"),
         "synthgap_verdicts": verdict_lines(comparisons, "synthgap"),
         "runtime": runtime(root),
+        "verdicts": verdicts(root),
+        "launch_benchmark": launch_benchmark(root),
         "privacy": privacy(root),
         "stacked_benchmark": stacked(root),
         "cpu_benchmarks": cpu_benchmarks(root),
