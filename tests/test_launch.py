@@ -17,8 +17,11 @@ import pytest
 from tests.conftest import REPO
 
 PROBE = '''
-import os, sys
+import os, signal, sys
+handlers = [getattr(h, "name", getattr(h, "__name__", h)) for h in map(signal.getsignal, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))]
+blocked = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
 print("argv", sys.argv[1:], "cwd", os.getcwd(), "X", os.environ.get("X"), "preloaded", "torch" in sys.modules, flush=True)
+print("handlers", handlers, "blocked", blocked, flush=True)
 print("to stderr", file=sys.stderr)
 what = sys.argv[1]
 if what == "torch":  # OpenMP in the stage after the fork: the same numbers as a process of its own, no hang
@@ -39,6 +42,13 @@ elif what == "sleep":  # note the signal that ends it, then die by it
         signal.signal(signum, note)
     open(sys.argv[2], "w").write(str(os.getpid()))
     time.sleep(60)
+elif what == "die":  # by a signal of its own
+    os.kill(os.getpid(), int(sys.argv[2]))
+elif what == "stubborn":  # ignores SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open(sys.argv[2], "w").write(str(os.getpid()))
+    import time
+    time.sleep(120)
 elif what == "raise":
     raise ValueError("boom")
 elif what == "exit":
@@ -68,8 +78,10 @@ def run(workspace: Path, *args: str, mode: str = "fork", **kwargs) -> subprocess
 
 
 def test_a_module_runs_the_same_forked_as_in_a_process_of_its_own(workspace):
-    for args in (["plain", "a b"], ["torch"], ["raise"], ["exit", "3"], ["exit", "a message"]):
-        inline, forked = run(workspace, *args, mode="inline"), run(workspace, *args)
+    nohup = {"preexec_fn": lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)}
+    for args, kwargs in ((["plain", "a b"], {}), (["torch"], {}), (["raise"], {}), (["exit", "3"], {}),
+                         (["exit", "a message"], {}), (["die", str(int(signal.SIGKILL))], {}), (["plain"], nohup)):
+        inline, forked = run(workspace, *args, mode="inline", **kwargs), run(workspace, *args, **kwargs)
         assert "preloaded False" in inline.stdout and "preloaded True" in forked.stdout  # torch came from the server
         assert forked.returncode == inline.returncode
         assert forked.stdout.replace("preloaded True", "preloaded False") == inline.stdout
@@ -82,6 +94,10 @@ def test_a_module_runs_the_same_forked_as_in_a_process_of_its_own(workspace):
     message = run(workspace, "exit", "a message")
     assert message.returncode == 1 and message.stderr.endswith("a message\n")
     assert "sum" in run(workspace, "torch").stdout
+    assert run(workspace, "die", str(int(signal.SIGKILL))).returncode == -signal.SIGKILL  # dies as the stage died
+    handlers = "handlers ['default_int_handler', 'SIG_DFL', '{}'] blocked []"
+    assert handlers.format("SIG_DFL") in plain.stdout  # nothing of the server's SIG_IGN or signal mask
+    assert handlers.format("SIG_IGN") in run(workspace, "plain", **nohup).stdout  # as the client had it
     assert run(workspace, "stdin", input="hello\n").stdout.endswith("read hello\n")  # the client's own stdin
 
 
@@ -123,26 +139,103 @@ def test_a_signal_to_the_command_reaches_the_stage(workspace, signum):
     assert int(got_file.read_text()) == (signal.SIGTERM if signum == signal.SIGKILL else signum)
 
 
+def test_a_stage_whose_command_was_killed_is_killed_after_a_grace_period(workspace):
+    """SIGTERM first; a stage that ignores it is sent SIGKILL ``GRACE_S`` later."""
+    from synthgap.launch import GRACE_S
+
+    env = {**os.environ, "TMPDIR": str((workspace / "tmp").resolve())}
+    pid_file = workspace / "pid"
+    client = subprocess.Popen([sys.executable, "-m", "pkg", "probe", "stubborn", str(pid_file)], cwd=workspace, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stage = _pid_when_written(pid_file)
+    client.kill()
+    client.wait(timeout=30)
+    assert not _gone(stage, within=GRACE_S / 2)  # SIGTERM alone does not end it
+    assert _gone(stage, within=GRACE_S + 10)
+
+
+def _serve(address: Path, idle_s: float = 30.0) -> subprocess.Popen:
+    ready_read, ready_write = os.pipe()
+    server = subprocess.Popen([sys.executable, "-c", "import pathlib; from synthgap.launch import serve; "
+                               f"serve(pathlib.Path({str(address)!r}), {ready_write}, idle_s={idle_s})"],
+                              pass_fds=(ready_write,), cwd=REPO)
+    os.close(ready_write)
+    assert os.read(ready_read, 1) == b"1" and address.exists()
+    os.close(ready_read)
+    return server
+
+
+def test_a_stage_that_cannot_start_reports_failure(tmp_path):
+    """A request the stage process cannot take on (here a working directory that is gone) ends with status 1
+    and the reason on the client's stderr, not with a success."""
+    import json
+    import socket
+    import struct
+
+    server = _serve(tmp_path / "l.sock")
+    err = tmp_path / "err"
+    with open(err, "w") as stderr, socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(tmp_path / "l.sock"))
+        request = json.dumps({"module": "json.tool", "args": [], "argv0": "x", "cwd": str(tmp_path / "gone"),
+                              "env": {}, "path": sys.path, "umask": 0o22, "ignored": []}).encode()
+        socket.send_fds(sock, [struct.pack("!I", len(request))], [0, stderr.fileno(), stderr.fileno()])
+        sock.sendall(request)
+        answer = sock.recv(1) + b"".join(iter(lambda: sock.recv(4), b""))
+    server.terminate()
+    server.wait(timeout=30)
+    assert answer[:1] == b"+" and struct.unpack("!i", answer[1:]) == (1,)
+    assert f"FileNotFoundError: [Errno 2] No such file or directory: '{tmp_path / 'gone'}'" in err.read_text()
+
+
+def test_a_server_that_ends_before_taking_the_request_leaves_the_stage_to_the_command(workspace):
+    """The command connects to a server that closes the connection unanswered: the stage runs in the command."""
+    import socket
+    import threading
+
+    env = {**os.environ, "TMPDIR": str((workspace / "tmp").resolve()), "X": "x", "SYNTHGAP_LAUNCH": "fork"}
+    address = subprocess.run([sys.executable, "-c", "from synthgap.launch import server_address; print(server_address())"],
+                             env=env, cwd=workspace, capture_output=True, text=True, check=True).stdout.strip()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(address)
+    listener.listen(1)
+
+    def hang_up() -> None:
+        conn = listener.accept()[0]
+        conn.recv(1 << 16)
+        conn.close()
+
+    thread = threading.Thread(target=hang_up)
+    thread.start()
+    proc = subprocess.run([sys.executable, "-m", "pkg", "probe", "plain"], cwd=workspace, env=env, capture_output=True,
+                          text=True, timeout=120)
+    thread.join(timeout=30)
+    listener.close()
+    assert proc.returncode == 0 and "preloaded False" in proc.stdout
+
+
 def test_the_server_key_follows_the_environment_but_not_the_stage_name(monkeypatch, tmp_path):
+    import resource
+
     from synthgap.launch import server_address
 
+    real_getrlimit = resource.getrlimit
     monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
     monkeypatch.setenv("DVC_STAGE", "train_reference")
     first = server_address()
     monkeypatch.setenv("DVC_STAGE", "cas_final")
     assert server_address() == first  # every stage of a run shares the server
     monkeypatch.setenv("OMP_NUM_THREADS", str(int(os.environ.get("OMP_NUM_THREADS", "1")) + 1))
-    assert server_address() != first  # a server that imported torch under other settings is not used
+    second = server_address()
+    assert second != first  # a server that imported torch under other settings is not used
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    monkeypatch.setattr("resource.getrlimit", lambda which: (soft - 1, hard) if which == resource.RLIMIT_NOFILE
+                        else real_getrlimit(which))
+    assert server_address() != second  # nor one whose limits a forked stage would inherit
 
 
 def test_an_idle_server_removes_its_socket_and_exits(tmp_path):
     address = tmp_path / "l.sock"
-    ready_read, ready_write = os.pipe()
-    server = subprocess.Popen([sys.executable, "-c", "import pathlib; from synthgap.launch import serve; "
-                               f"serve(pathlib.Path({str(address)!r}), {ready_write}, idle_s=0.5)"],
-                              pass_fds=(ready_write,), cwd=REPO)
-    os.close(ready_write)
-    assert os.read(ready_read, 1) == b"1" and address.exists()
+    server = _serve(address, idle_s=0.5)
     assert server.wait(timeout=30) == 0
     assert not address.exists()
 

@@ -11,13 +11,14 @@ Every stage is a process of its own, and importing torch, NumPy, SciPy, Matplotl
   bars behave as in a process of its own), forwards the signals it gets (Ctrl-C, DVC's SIGTERM, SIGHUP) to
   the stage's process group, and exits with the stage's status (dying by the same signal where the stage did);
 - the server forks a supervisor per stage, which forks the stage and waits for it; a stage whose client dies
-  is sent SIGTERM;
+  is sent SIGTERM, and SIGKILL :data:`GRACE_S` later if its process group is still there;
 - nothing of synthgap or of the stage is imported before the fork, so an edit takes effect at the next stage.
 
 The server's key (:func:`server_address`) covers the Python and its flags, this module, the preloaded
-packages' install and the environment (except ``DVC_STAGE`` and the shell's own variables), so a stage never
-runs in a server that imported other code or read another environment; it exits after :data:`IDLE_S` without
-a stage. Where no server can be used (``SYNTHGAP_LAUNCH=inline``, no ``fork``, no private socket folder), the
+packages' install, the environment (except ``DVC_STAGE`` and the shell's own variables) and the process's
+CPU affinity, priority and resource limits (which a forked stage inherits from the server), so a stage never
+runs in a server that imported other code or runs under other settings; it exits after :data:`IDLE_S` without
+a stage. A server that ends before it has taken a request leaves the stage to run in the client's process. Where no server can be used (``SYNTHGAP_LAUNCH=inline``, no ``fork``, no private socket folder), the
 stage runs in this process: ``python -m stages <name>`` is then ``python -m stages.<name>``.
 """
 
@@ -27,6 +28,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import resource
 import runpy
 import select
 import signal
@@ -49,6 +51,7 @@ PRELOAD_LATER = ("diffusers:AutoencoderKL", "diffusers:UNet2DConditionModel", "d
 :data:`BUSY_S` (under ``dvc repro`` no other stage is about to start then)."""
 BUSY_S = 2.0
 IDLE_S = 30.0  # the server exits once no stage has run for this long
+GRACE_S = 10.0  # after the SIGTERM to a stage whose client died, SIGKILL to its process group
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _SHELL_ENV = ("DVC_STAGE", "_", "PWD", "OLDPWD", "SHLVL")  # differ between the stages of one run, read by no import
 
@@ -110,7 +113,7 @@ def server_address() -> Path:
     environment. Raises OSError where the socket folder is not private."""
     key = hashlib.sha256(f"{sys.executable}\0{sys.prefix}\0{subprocess._args_from_interpreter_flags()}".encode())
     here = Path(__file__).resolve().parent
-    for name in ("launch.py", "servers.py"):
+    for name in ("__init__.py", "launch.py", "servers.py"):  # what the server imports of synthgap
         key.update((here / name).read_bytes())
     for top in sorted({name.split(".")[0].split(":")[0] for name in PRELOAD + PRELOAD_LATER}):
         spec = importlib.util.find_spec(top)
@@ -118,29 +121,52 @@ def server_address() -> Path:
             key.update(f"\0{spec.origin}:{os.stat(spec.origin).st_mtime_ns}".encode())
     for name in sorted(set(os.environ) - set(_SHELL_ENV)):
         key.update(f"\0{name}={os.environ[name]}".encode())
+    key.update(repr(_inherited()).encode())
     return servers.server_address("launch", key)
+
+
+def _inherited() -> tuple:
+    """What a forked stage inherits from the server rather than from its client: CPU affinity, priority
+    (nice) and resource limits."""
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    limits = [(name, resource.getrlimit(getattr(resource, name))) for name in sorted(dir(resource))
+              if name.startswith("RLIMIT_")]
+    return affinity, os.getpriority(os.PRIO_PROCESS, 0), limits
 
 
 # ------------------------------------------------------------------------------------------------ the client
 def _client(sock: socket.socket, module: str, args: list[str]) -> int:
     umask = os.umask(0)
     os.umask(umask)
+    ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]  # e.g. SIGHUP under nohup
     request = json.dumps({"module": module, "args": args, "argv0": sys.argv[0], "cwd": os.getcwd(),
-                          "env": dict(os.environ), "path": sys.path, "umask": umask}).encode()
+                          "env": dict(os.environ), "path": sys.path, "umask": umask, "ignored": ignored}).encode()
     try:
         socket.send_fds(sock, [struct.pack("!I", len(request))], [0, 1, 2])
     except OSError:  # a standard stream is closed: nothing to hand over
         return run_inline(module, args)
-    sock.sendall(request)
+    received: list[int] = []  # the signals this process got
 
     def forward(signum, _frame) -> None:
+        received.append(signum)
         try:
             sock.send(bytes([signum]))
         except OSError:
             pass
 
     for signum in FORWARDED:
-        signal.signal(signum, forward)
+        if signum not in ignored:
+            signal.signal(signum, forward)
+    try:
+        sock.sendall(request)
+        taken = _receive(sock, 1)
+    except OSError:
+        taken = b""
+    if not taken:  # the server ended before it took the request: nothing has run, so it runs here
+        for signum in FORWARDED:
+            if signum not in ignored:
+                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        return -received[0] if received else run_inline(module, args)
     answer = _receive(sock, 4)
     if len(answer) < 4:
         print(f"{module}: the launch server's supervisor ended without a status", file=sys.stderr)
@@ -176,8 +202,11 @@ def serve(address: Path, ready_fd: int, idle_s: float = IDLE_S) -> None:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            listener.socket.close()
-            _supervise(conn)  # never returns
+            try:
+                listener.socket.close()
+                _supervise(conn)  # never returns
+            finally:
+                os._exit(1)
         conn.close()
         supervisors[pid] = time.monotonic()
 
@@ -218,10 +247,16 @@ def _supervise(conn: socket.socket) -> None:
     try:
         header, fds, _, _ = socket.recv_fds(conn, 4, 3)
         request = json.loads(_receive(conn, struct.unpack("!I", header)[0]))
+        conn.sendall(b"+")  # taken: from here on the stage runs here
+        # the forwarded signals wait (blocked) until the stage has its handlers: a Ctrl-C is never lost
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the server ignores it, and an ignored signal is dropped
         pid = os.fork()
         if pid == 0:
             conn.close()
             _stage(request, fds)  # never returns
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor itself, as the server
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         try:
             os.setpgid(pid, pid)  # here too: a signal forwarded before the stage ran its setpgid reaches it
         except OSError:
@@ -236,49 +271,63 @@ def _supervise(conn: socket.socket) -> None:
 
 
 def _wait(conn: socket.socket, pid: int) -> int:
-    """Wait for the stage ``pid``, forwarding the signal numbers the client sends to its process group and
-    SIGTERM when the client is gone; its exit code (negative: killed by that signal)."""
+    """Wait for the stage ``pid``, forwarding the signal numbers the client sends to its process group,
+    SIGTERM when the client is gone and SIGKILL :data:`GRACE_S` after that; its exit code (negative: killed
+    by that signal)."""
     try:
         exited = os.pidfd_open(pid)  # readable once the stage has ended (Linux 5.3+)
     except (AttributeError, OSError):
         exited = None
     watched = [conn] if exited is None else [conn, exited]
+    kill_at = None  # the client is gone: when to SIGKILL what is left of the stage
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status)
-        ready = select.select(watched, [], [], 0.05 if exited is None else None)[0]
+        timeout = 0.05 if exited is None else None if kill_at is None else max(0.0, kill_at - time.monotonic())
+        ready = select.select(watched, [], [], timeout)[0]
+        signals = b""
         if conn in ready:
             signals = conn.recv(64)
             if not signals:  # the client died: end the stage as a killed command would end
                 watched.remove(conn)
-                signals = bytes([signal.SIGTERM])
-            for signum in signals:
-                try:
-                    os.killpg(pid, signum)
-                except ProcessLookupError:
-                    pass
+                signals, kill_at = bytes([signal.SIGTERM]), time.monotonic() + GRACE_S
+        elif kill_at is not None and time.monotonic() >= kill_at:
+            signals, kill_at = bytes([signal.SIGKILL]), None
+        for signum in signals:
+            try:
+                os.killpg(pid, signum)
+            except ProcessLookupError:
+                pass
 
 
 def _stage(request: dict, fds: list[int]) -> None:
     """The stage process: become the client's process (streams, directory, environment, arguments, signal
-    handlers), run the module, exit as Python would."""
-    os.setpgid(0, 0)  # a process group of its own: forwarded signals reach the processes the stage starts too
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.chdir(request["cwd"])
-    os.umask(request["umask"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    sys.path[:] = request["path"]
-    sys.argv = [request["argv0"]]
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(line_buffering=stream.isatty())
-    if "numpy" in sys.modules:  # a fresh process seeds NumPy's global generator from the OS, not the server's state
-        sys.modules["numpy"].random.seed()
+    handlers), run the module, exit as Python would. It starts with the forwarded signals blocked."""
+    try:
+        os.setpgid(0, 0)  # a process group of its own: forwarded signals reach the processes the stage starts too
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.umask(request["umask"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[:] = request["path"]
+        sys.argv = [request["argv0"]]
+        for signum in FORWARDED:  # as in a process the client started: default, or ignored where it ignores them
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, signal.SIG_IGN if signum in request["ignored"] else default)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        for stream in (sys.stdout, sys.stderr):
+            stream.reconfigure(line_buffering=stream.isatty())
+        if "numpy" in sys.modules:  # a fresh process seeds NumPy's global generator from the OS, not the server's state
+            sys.modules["numpy"].random.seed()
+    except BaseException:  # noqa: BLE001 - the client's stderr is the one place to say it
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
     code = 1
     try:
         code = run_inline(request["module"], request["args"])
@@ -302,7 +351,12 @@ def _exit(code: int) -> None:
             except (OSError, ValueError):
                 pass
         if code < 0:
-            signal.signal(-code, signal.SIG_DFL)
+            try:
+                signal.signal(-code, signal.SIG_DFL)  # SIGKILL and SIGSTOP cannot be caught: nothing to reset
+            except (OSError, ValueError):
+                pass
+            resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # the stage's own core is enough
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [-code])
             os.kill(os.getpid(), -code)
         os._exit(code)
 
