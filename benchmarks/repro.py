@@ -2,8 +2,9 @@
 
     python -m benchmarks.repro [--budget 600] [--in-place]
 
-Clones the committed repository into a temporary folder, runs `dvc repro` there (with the clone's own
-``src`` first on the path), and reads each stage's duration from the clone's MLflow runs (start to end of
+Clones the committed repository into a temporary folder, runs `dvc repro --force` there (with the clone's own
+``src`` first on the path; ``--force``: on the CPU type that wrote ``dvc.lock`` the first stages reproduce their
+outputs bit for bit and DVC would skip every stage downstream of them, while on another CPU all of them run), and reads each stage's duration from the clone's MLflow runs (start to end of
 the stage's run; process start-up and DVC's bookkeeping are the difference to the total). ``--in-place``
 runs `dvc repro --force` in this repository instead (every stage reruns, as on a fresh clone), so that the
 reports it writes are the ones to commit. Writes
@@ -80,7 +81,7 @@ def main() -> None:
     if args.in_place:
         clone, command = ROOT, ["dvc", "repro", "--force"]
     else:
-        clone, command = Path(tempfile.mkdtemp(prefix="synthgap-repro-")) / "synthgap", ["dvc", "repro"]
+        clone, command = Path(tempfile.mkdtemp(prefix="synthgap-repro-")) / "synthgap", ["dvc", "repro", "--force"]
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     env["PYTHONPATH"] = str(clone / "src") + os.pathsep + str(clone)
@@ -94,7 +95,7 @@ def main() -> None:
     probe_after = speed_probe()
     stages = stage_seconds(clone, since_ms)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
-    result = {"benchmark": "repro", "commit": commit, "mode": "in place, --force" if args.in_place else "fresh clone", "total_s": round(total, 1), "budget_s": args.budget,
+    result = {"benchmark": "repro", "commit": commit, "mode": "in place, --force" if args.in_place else "fresh clone, --force", "total_s": round(total, 1), "budget_s": args.budget,
               "within_budget": total <= args.budget, "speed_probe_s": [probe_before, probe_after], "stages": len(stages), "stage_seconds_sum": round(sum(stages.values()), 1),
               "stage_seconds": stages}
     report("repro", torch.device("cpu"), result)

@@ -81,7 +81,10 @@ def runtime(root: Path) -> str:
     r = read(root / "benchmarks" / "results" / "repro-cpu.json")
     ranked = sorted(r["stage_seconds"].items(), key=lambda kv: -kv[1])
     slowest = ", ".join(f"`{name}` {sec:.0f} s" for name, sec in ranked[:6])
-    how = "every stage rerun with `dvc repro --force`" if r.get("mode", "").startswith("in place") else "`dvc repro` on a fresh clone"
+    mode = r.get("mode", "")
+    how = ("every stage rerun with `dvc repro --force`" if mode.startswith("in place") else
+           "`dvc repro --force` on a fresh clone: every stage runs, as on a CPU other than the one that wrote `dvc.lock`"
+           if mode.endswith("--force") else "`dvc repro` on a fresh clone")
     return (f"Measured with `{r['command']}` ({how}) on {r['device']}, {r['date'][:10]}, "
             f"commit {r['commit'][:8]}: **{r['total_s']:.0f} s** for all {r['stages']} stages "
             f"({'within' if r['within_budget'] else '**over**'} the budget of {r['budget_s']:.0f} s; "
