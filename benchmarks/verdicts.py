@@ -4,9 +4,10 @@
 
 ``REV`` is a commit whose ``reports/summary.json`` came from ``dvc repro`` on another machine (named by that
 commit's ``benchmarks/results/repro-cpu.json``), with the same params and code as the reports in this working
-tree, which this machine wrote. Float kernels differ between CPUs, so the numbers move; what must not happen is
+tree, which this machine wrote; or, with ``--name verdicts-recipe``, a run of other params (the result lists
+the keys of ``params.yaml`` that differ), to see what a change of the embedded default did to the verdicts. Float kernels differ between CPUs, so the numbers move; what must not happen is
 a verdict going from ``better`` to ``worse`` or back (a *flip*). A verdict that moves between a direction and
-``no_difference`` is an interval near 0 on one of the two machines. Writes ``benchmarks/results/verdicts-cpu.json``
+``no_difference`` is an interval near 0 on one of the two machines. Writes ``benchmarks/results/<name>-cpu.json``
 (every comparison whose verdict differs, with both intervals, and the counts); the README's cross-machine
 paragraph is generated from it.
 """
@@ -49,6 +50,8 @@ def verdict_changes(other: list[dict], here: list[dict]) -> tuple[list[dict], li
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.verdicts", description=__doc__.splitlines()[0])
     parser.add_argument("--other", required=True, help="a commit whose reports another machine wrote")
+    parser.add_argument("--name", default="verdicts",
+                        help="results file benchmarks/results/<name>-cpu.json (e.g. verdicts-recipe for a params change)")
     args = parser.parse_args()
     other = committed_json(args.other, "reports/summary.json")
     here = json.loads((ROOT / "reports" / "summary.json").read_text())
@@ -64,9 +67,24 @@ def main() -> None:
         "other_device": committed_json(args.other, "benchmarks/results/repro-cpu.json")["device"],
         "comparisons": len(here["comparisons"]), "flips": sum(c["flip"] for c in changes),
         "changed": len(changes), "headline": sorted(headline), "headline_changed": sorted(c["name"] for c in changes if c["name"] in headline),
-        "changes": changes,
+        "params_changed": params_changed(args.other), "changes": changes,
     }
-    report("verdicts", torch.device("cpu"), result)
+    report(args.name, torch.device("cpu"), result)
+
+
+def params_changed(rev: str) -> list[str]:
+    """The keys of ``params.yaml`` (dotted) whose values differ between commit ``rev`` and this working tree."""
+    import yaml
+
+    proc = subprocess.run(["git", "show", f"{rev}:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True)
+    before, now = flatten(yaml.safe_load(proc.stdout)), flatten(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    return sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    return {k: v for key, value in tree.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
 
 
 if __name__ == "__main__":

@@ -94,18 +94,22 @@ def runtime(root: Path) -> str:
                if (probe := r.get("speed_probe_s")) else "") + "\n")
 
 
-def verdicts(root: Path) -> str:
-    """The same pipeline on two CPUs: which verdicts moved, from benchmarks/results/verdicts-cpu.json."""
-    r = read(root / "benchmarks" / "results" / "verdicts-cpu.json")
+def verdicts(root: Path, name: str = "verdicts") -> str:
+    """Two runs' verdicts side by side (the same pipeline on two CPUs, or two settings of the embedded default on
+    one), from benchmarks/results/<name>-cpu.json."""
+    r = read(root / "benchmarks" / "results" / f"{name}-cpu.json")
     moved = "; ".join(f"`{c['name']}` {c['other']['verdict']} -> {c['here']['verdict']}" for c in r["changes"])
+    changed = r.get("params_changed", [])
+    what = ("with the same params and code run on" if not changed else
+            f"with these params (changed: {', '.join(f'`{k}`' for k in changed)}) run on")
     return (f"`{r['command']}` ({r['date'][:10]}) compares the {r['comparisons']} comparisons of commit "
-            f"{r['other_commit'][:8]}'s `dvc repro` on {r['other_device']} with the same params and code run on "
+            f"{r['other_commit'][:8]}'s `dvc repro` on {r['other_device']} {what} "
             f"{r['device']}: **{r['flips']} flips** between `better` and `worse`; the {len(r['headline'])} headline "
             f"comparisons ({', '.join(f'`{n}`' for n in r['headline'])}) "
             + ("kept their verdicts" if not r["headline_changed"] else
                f"changed in {', '.join(f'`{n}`' for n in r['headline_changed'])}")
             + f"; {r['changed']} others moved between a direction and no detectable difference (an interval near 0 "
-            f"on one of the two machines: {moved}).\n")
+            f"in one of the two runs: {moved}).\n")
 
 
 def launch_benchmark(root: Path) -> str:
@@ -215,6 +219,7 @@ def blocks(root: Path) -> dict[str, str]:
         "synthgap_verdicts": verdict_lines(comparisons, "synthgap"),
         "runtime": runtime(root),
         "verdicts": verdicts(root),
+        "recipe_verdicts": verdicts(root, "verdicts-recipe"),
         "launch_benchmark": launch_benchmark(root),
         "privacy": privacy(root),
         "stacked_benchmark": stacked(root),

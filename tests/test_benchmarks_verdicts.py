@@ -20,3 +20,10 @@ def test_a_flip_is_better_to_worse_and_a_move_to_no_difference_is_not():
     assert changes[0]["other"] == {"verdict": "better", "diff_mean": 2.0, "ci95": [1.0, 3.0]}
     assert changes[0]["here"]["verdict"] == "worse"
     assert unmatched == ["only_here", "only_there"]
+
+
+def test_params_are_compared_by_dotted_key():
+    from benchmarks.verdicts import flatten
+
+    before = flatten({"trials": 3, "gafi": {"cas": {"train": {"epochs": 10, "milestones": [6, 8]}}, "seed": 0}})
+    assert before == {"trials": 3, "gafi.cas.train.epochs": 10, "gafi.cas.train.milestones": [6, 8], "gafi.seed": 0}
