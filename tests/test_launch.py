@@ -79,8 +79,10 @@ def run(workspace: Path, *args: str, mode: str = "fork", **kwargs) -> subprocess
 
 def test_a_module_runs_the_same_forked_as_in_a_process_of_its_own(workspace):
     nohup = {"preexec_fn": lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)}
+    masked = {"preexec_fn": lambda: signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])}
     for args, kwargs in ((["plain", "a b"], {}), (["torch"], {}), (["raise"], {}), (["exit", "3"], {}),
-                         (["exit", "a message"], {}), (["die", str(int(signal.SIGKILL))], {}), (["plain"], nohup)):
+                         (["exit", "a message"], {}), (["die", str(int(signal.SIGKILL))], {}), (["plain"], nohup),
+                         (["plain"], masked)):
         inline, forked = run(workspace, *args, mode="inline", **kwargs), run(workspace, *args, **kwargs)
         assert "preloaded False" in inline.stdout and "preloaded True" in forked.stdout  # torch came from the server
         assert forked.returncode == inline.returncode
@@ -98,6 +100,7 @@ def test_a_module_runs_the_same_forked_as_in_a_process_of_its_own(workspace):
     handlers = "handlers ['default_int_handler', 'SIG_DFL', '{}'] blocked []"
     assert handlers.format("SIG_DFL") in plain.stdout  # nothing of the server's SIG_IGN or signal mask
     assert handlers.format("SIG_IGN") in run(workspace, "plain", **nohup).stdout  # as the client had it
+    assert f"blocked [{int(signal.SIGUSR1)}]" in run(workspace, "plain", **masked).stdout  # the client's signal mask
     assert run(workspace, "stdin", input="hello\n").stdout.endswith("read hello\n")  # the client's own stdin
 
 
@@ -177,7 +180,7 @@ def test_a_stage_that_cannot_start_reports_failure(tmp_path):
     with open(err, "w") as stderr, socket.socket(socket.AF_UNIX) as sock:
         sock.connect(str(tmp_path / "l.sock"))
         request = json.dumps({"module": "json.tool", "args": [], "argv0": "x", "cwd": str(tmp_path / "gone"),
-                              "env": {}, "path": sys.path, "umask": 0o22, "ignored": []}).encode()
+                              "env": {}, "path": sys.path, "umask": 0o22, "ignored": [], "blocked": []}).encode()
         socket.send_fds(sock, [struct.pack("!I", len(request))], [0, stderr.fileno(), stderr.fileno()])
         sock.sendall(request)
         answer = sock.recv(1) + b"".join(iter(lambda: sock.recv(4), b""))

@@ -139,8 +139,10 @@ def _client(sock: socket.socket, module: str, args: list[str]) -> int:
     umask = os.umask(0)
     os.umask(umask)
     ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]  # e.g. SIGHUP under nohup
+    blocked = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))  # what a child would inherit
     request = json.dumps({"module": module, "args": args, "argv0": sys.argv[0], "cwd": os.getcwd(),
-                          "env": dict(os.environ), "path": sys.path, "umask": umask, "ignored": ignored}).encode()
+                          "env": dict(os.environ), "path": sys.path, "umask": umask, "ignored": ignored,
+                          "blocked": blocked}).encode()
     try:
         socket.send_fds(sock, [struct.pack("!I", len(request))], [0, 1, 2])
     except OSError:  # a standard stream is closed: nothing to hand over
@@ -158,7 +160,11 @@ def _client(sock: socket.socket, module: str, args: list[str]) -> int:
         if signum not in ignored:
             signal.signal(signum, forward)
     try:
-        sock.sendall(request)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)  # a signal's byte goes after the request
+        try:
+            sock.sendall(request)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         taken = _receive(sock, 1)
     except OSError:
         taken = b""
@@ -318,7 +324,7 @@ def _stage(request: dict, fds: list[int]) -> None:
         for signum in FORWARDED:  # as in a process the client started: default, or ignored where it ignores them
             default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
             signal.signal(signum, signal.SIG_IGN if signum in request["ignored"] else default)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        signal.pthread_sigmask(signal.SIG_SETMASK, request["blocked"])  # the client's mask, as a child of it
         for stream in (sys.stdout, sys.stderr):
             stream.reconfigure(line_buffering=stream.isatty())
         if "numpy" in sys.modules:  # a fresh process seeds NumPy's global generator from the OS, not the server's state
