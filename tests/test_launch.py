@@ -248,3 +248,30 @@ def test_an_unknown_stage_is_one_line_naming_the_stages(workspace):
                           env={**os.environ, "TMPDIR": str((workspace / "tmp").resolve())}, timeout=60)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr == "synthgap: error: there is no stage 'prob' (pkg.prob); the stages: probe\n"
+
+
+def test_a_command_gone_before_reading_the_acknowledgement_still_ends_its_stage(workspace):
+    """A client that closes with the supervisor's acknowledgement unread (a reset, not an end of file) still
+    gets its stage ended: SIGTERM, then SIGKILL for a stage that ignores it."""
+    import json
+    import socket
+    import struct
+
+    from synthgap.launch import GRACE_S
+
+    sockets = (workspace / "tmp").resolve()
+    server = _serve(sockets / "l.sock")
+    pid_file = workspace / "pid"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(sockets / "l.sock"))
+        request = json.dumps({"module": "pkg.probe", "args": ["stubborn", str(pid_file)], "argv0": "x",
+                              "cwd": str(workspace), "env": dict(os.environ), "path": [str(workspace), *sys.path],
+                              "umask": 0o22, "ignored": [], "blocked": []}).encode()
+        socket.send_fds(sock, [struct.pack("!I", len(request))], [0, 1, 2])
+        sock.sendall(request)
+        stage = _pid_when_written(pid_file)
+    try:
+        assert _gone(stage, within=GRACE_S + 10)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

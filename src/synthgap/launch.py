@@ -287,6 +287,15 @@ def _wait(conn: socket.socket, pid: int) -> int:
     watched = [conn] if exited is None else [conn, exited]
     kill_at = None  # the client is gone: when to SIGKILL what is left of the stage
     while True:
+        if kill_at is not None and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            # the stage's main process ended after the client: unreaped, its pid still names the process group,
+            # so what it started and left behind gets the SIGKILL too
+            time.sleep(max(0.0, kill_at - time.monotonic()))
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            kill_at = None
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status)
@@ -294,7 +303,10 @@ def _wait(conn: socket.socket, pid: int) -> int:
         ready = select.select(watched, [], [], timeout)[0]
         signals = b""
         if conn in ready:
-            signals = conn.recv(64)
+            try:
+                signals = conn.recv(64)
+            except OSError:  # a client that closed with the acknowledgement unread: a reset, not an EOF
+                signals = b""
             if not signals:  # the client died: end the stage as a killed command would end
                 watched.remove(conn)
                 signals, kill_at = bytes([signal.SIGTERM]), time.monotonic() + GRACE_S
@@ -324,7 +336,6 @@ def _stage(request: dict, fds: list[int]) -> None:
         for signum in FORWARDED:  # as in a process the client started: default, or ignored where it ignores them
             default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
             signal.signal(signum, signal.SIG_IGN if signum in request["ignored"] else default)
-        signal.pthread_sigmask(signal.SIG_SETMASK, request["blocked"])  # the client's mask, as a child of it
         for stream in (sys.stdout, sys.stderr):
             stream.reconfigure(line_buffering=stream.isatty())
         if "numpy" in sys.modules:  # a fresh process seeds NumPy's global generator from the OS, not the server's state
@@ -335,8 +346,11 @@ def _stage(request: dict, fds: list[int]) -> None:
         traceback.print_exc()
         os._exit(1)
     code = 1
-    try:
+    try:  # the client's mask, as a child of it; a signal held back since the fork is delivered here
+        signal.pthread_sigmask(signal.SIG_SETMASK, request["blocked"])
         code = run_inline(request["module"], request["args"])
+    except KeyboardInterrupt:  # a Ctrl-C before the module ran: die by it, as the module would have
+        code = -signal.SIGINT
     finally:
         _exit(code)
 
