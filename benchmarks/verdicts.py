@@ -18,11 +18,14 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
 from benchmarks.common import report
 from benchmarks.repro import ROOT
+from synthgap.config import flatten, read_params_file
 
 HEADLINE = ("gafi_vs_baseline", "gafi_vs_real", "baseline_vs_real", "filtered_vs_unfiltered_chosen_stddev",
             "closed_vs_real_")  # issue 13's headline comparisons (a trailing _: every comparison so named)
@@ -67,24 +70,25 @@ def main() -> None:
         "other_device": committed_json(args.other, "benchmarks/results/repro-cpu.json")["device"],
         "comparisons": len(here["comparisons"]), "flips": sum(c["flip"] for c in changes),
         "changed": len(changes), "headline": sorted(headline), "headline_changed": sorted(c["name"] for c in changes if c["name"] in headline),
-        "params_changed": params_changed(args.other), "changes": changes,
+        "params_changed": params_changed(committed_params(args.other), read_params_file(ROOT / "params.yaml")),
+        "changes": changes,
     }
     report(args.name, torch.device("cpu"), result)
 
 
-def params_changed(rev: str) -> list[str]:
-    """The keys of ``params.yaml`` (dotted) whose values differ between commit ``rev`` and this working tree."""
-    import yaml
-
-    proc = subprocess.run(["git", "show", f"{rev}:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True)
-    before, now = flatten(yaml.safe_load(proc.stdout)), flatten(yaml.safe_load((ROOT / "params.yaml").read_text()))
+def params_changed(before: dict, now: dict) -> list[str]:
+    """The dotted keys of two params trees (``params.yaml`` as read) whose values differ."""
+    before, now = flatten(before), flatten(now)
     return sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
 
 
-def flatten(tree, prefix: str = "") -> dict:
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree}
-    return {k: v for key, value in tree.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+def committed_params(rev: str) -> dict:
+    """``params.yaml`` at commit ``rev``, read as the stages read it (YAML 1.2, as DVC)."""
+    proc = subprocess.run(["git", "show", f"{rev}:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(proc.stdout)
+        return read_params_file(path)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def test_a_flip_is_better_to_worse_and_a_move_to_no_difference_is_not():
 
 
 def test_params_are_compared_by_dotted_key():
-    from benchmarks.verdicts import flatten
+    from benchmarks.verdicts import params_changed
 
-    before = flatten({"trials": 3, "gafi": {"cas": {"train": {"epochs": 10, "milestones": [6, 8]}}, "seed": 0}})
-    assert before == {"trials": 3, "gafi.cas.train.epochs": 10, "gafi.cas.train.milestones": [6, 8], "gafi.seed": 0}
+    before = {"trials": 3, "gafi": {"cas": {"train": {"epochs": 10, "milestones": [6, 8]}}, "seed": 0}}
+    now = {"trials": 3, "gafi": {"cas": {"train": {"epochs": 8, "milestones": [6, 8]}}}}
+    assert params_changed(before, now) == ["gafi.cas.train.epochs", "gafi.seed"]
+    assert params_changed(before, before) == []

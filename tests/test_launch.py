@@ -168,10 +168,21 @@ def _serve(address: Path, idle_s: float = 30.0) -> subprocess.Popen:
     return server
 
 
+def _send_request(sock, fds: list[int], **fields) -> None:
+    """Send a client's request as synthgap.launch's client does (header with the standard streams, then the JSON)."""
+    import json
+    import socket
+    import struct
+
+    request = json.dumps({"module": "", "args": [], "argv0": "x", "cwd": "/", "env": {}, "path": sys.path,
+                          "umask": 0o22, "ignored": [], "blocked": [], **fields}).encode()
+    socket.send_fds(sock, [struct.pack("!I", len(request))], fds)
+    sock.sendall(request)
+
+
 def test_a_stage_that_cannot_start_reports_failure(tmp_path):
     """A request the stage process cannot take on (here a working directory that is gone) ends with status 1
     and the reason on the client's stderr, not with a success."""
-    import json
     import socket
     import struct
 
@@ -179,10 +190,7 @@ def test_a_stage_that_cannot_start_reports_failure(tmp_path):
     err = tmp_path / "err"
     with open(err, "w") as stderr, socket.socket(socket.AF_UNIX) as sock:
         sock.connect(str(tmp_path / "l.sock"))
-        request = json.dumps({"module": "json.tool", "args": [], "argv0": "x", "cwd": str(tmp_path / "gone"),
-                              "env": {}, "path": sys.path, "umask": 0o22, "ignored": [], "blocked": []}).encode()
-        socket.send_fds(sock, [struct.pack("!I", len(request))], [0, stderr.fileno(), stderr.fileno()])
-        sock.sendall(request)
+        _send_request(sock, [0, stderr.fileno(), stderr.fileno()], module="json.tool", cwd=str(tmp_path / "gone"))
         answer = sock.recv(1) + b"".join(iter(lambda: sock.recv(4), b""))
     server.terminate()
     server.wait(timeout=30)
@@ -253,9 +261,7 @@ def test_an_unknown_stage_is_one_line_naming_the_stages(workspace):
 def test_a_command_gone_before_reading_the_acknowledgement_still_ends_its_stage(workspace):
     """A client that closes with the supervisor's acknowledgement unread (a reset, not an end of file) still
     gets its stage ended: SIGTERM, then SIGKILL for a stage that ignores it."""
-    import json
     import socket
-    import struct
 
     from synthgap.launch import GRACE_S
 
@@ -264,11 +270,8 @@ def test_a_command_gone_before_reading_the_acknowledgement_still_ends_its_stage(
     pid_file = workspace / "pid"
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(str(sockets / "l.sock"))
-        request = json.dumps({"module": "pkg.probe", "args": ["stubborn", str(pid_file)], "argv0": "x",
-                              "cwd": str(workspace), "env": dict(os.environ), "path": [str(workspace), *sys.path],
-                              "umask": 0o22, "ignored": [], "blocked": []}).encode()
-        socket.send_fds(sock, [struct.pack("!I", len(request))], [0, 1, 2])
-        sock.sendall(request)
+        _send_request(sock, [0, 1, 2], module="pkg.probe", args=["stubborn", str(pid_file)], cwd=str(workspace),
+                      env=dict(os.environ), path=[str(workspace), *sys.path])
         stage = _pid_when_written(pid_file)
     try:
         assert _gone(stage, within=GRACE_S + 10)

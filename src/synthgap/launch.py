@@ -171,7 +171,7 @@ def _client(sock: socket.socket, module: str, args: list[str]) -> int:
     if not taken:  # the server ended before it took the request: nothing has run, so it runs here
         for signum in FORWARDED:
             if signum not in ignored:
-                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+                signal.signal(signum, _default_handler(signum))
         return -received[0] if received else run_inline(module, args)
     answer = _receive(sock, 4)
     if len(answer) < 4:
@@ -334,8 +334,7 @@ def _stage(request: dict, fds: list[int]) -> None:
         sys.path[:] = request["path"]
         sys.argv = [request["argv0"]]
         for signum in FORWARDED:  # as in a process the client started: default, or ignored where it ignores them
-            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
-            signal.signal(signum, signal.SIG_IGN if signum in request["ignored"] else default)
+            signal.signal(signum, signal.SIG_IGN if signum in request["ignored"] else _default_handler(signum))
         for stream in (sys.stdout, sys.stderr):
             stream.reconfigure(line_buffering=stream.isatty())
         if "numpy" in sys.modules:  # a fresh process seeds NumPy's global generator from the OS, not the server's state
@@ -353,6 +352,11 @@ def _stage(request: dict, fds: list[int]) -> None:
         code = -signal.SIGINT
     finally:
         _exit(code)
+
+
+def _default_handler(signum: int):
+    """What a new Python process does with ``signum``: KeyboardInterrupt for SIGINT, the default action otherwise."""
+    return signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
 
 
 def _exit(code: int) -> None:
